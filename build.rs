@@ -1,0 +1,468 @@
+//! Expands the book's `{{#include}}` and `{{#rustdoc_include}}` directives the way
+//! mdBook 0.5.4 does, writes the expanded chapters to `$OUT_DIR/book/`, and turns
+//! every Rust block in them into a skeptic test (`tests/skeptic.rs` runs them).
+//!
+//! Why not hand `src/` to skeptic directly? Skeptic does not understand mdBook's
+//! include directives, so it would test the directive text, not the code a reader
+//! sees. `tests/book_expansion.rs` proves that this expansion and mdBook's own
+//! (its markdown renderer) agree, chapter by chapter.
+//!
+//! Where mdBook only logs a problem (a missing file or anchor leaves the directive,
+//! or an empty block, in the page), this script fails the build and names the
+//! chapter, line and directive, so a broken include can never reach the site.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// mdBook stops expanding nested includes at this depth (`MAX_LINK_NESTED_DEPTH`).
+const MAX_NESTED_DEPTH: usize = 10;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env("OUT_DIR")).join("book");
+    let src_dir = manifest_dir.join("src");
+
+    // Cargo scans a directory named here recursively, so new chapters and new
+    // examples re-run this script too.
+    println!("cargo::rerun-if-changed=src");
+    println!("cargo::rerun-if-changed=examples");
+
+    let chapters = markdown_files(&src_dir);
+    let mut expanded_paths = Vec::new();
+    let mut errors = Vec::new();
+    for chapter in &chapters {
+        let rel = chapter.strip_prefix(&src_dir).expect("walked from src_dir");
+        let shown = Path::new("src").join(rel);
+        let text = match fs::read_to_string(chapter) {
+            Ok(text) => text,
+            Err(e) => fail(&format!("{}: cannot read: {e}", shown.display())),
+        };
+        let base = chapter.parent().expect("a chapter lives in a folder");
+        let mut ctx = Context {
+            chapter: &shown,
+            errors: &mut errors,
+        };
+        let expanded = expand(&text, base, 0, &mut ctx);
+        check_code_blocks(&shown, &expanded, &mut errors);
+
+        let dest = out_dir.join(rel);
+        if let Err(e) = fs::create_dir_all(dest.parent().expect("has a parent"))
+            .and_then(|()| write_if_changed(&dest, &expanded))
+        {
+            fail(&format!("cannot write {}: {e}", dest.display()));
+        }
+        expanded_paths.push(dest);
+    }
+    check_unique_stems(&chapters, &mut errors);
+    if !errors.is_empty() {
+        for e in &errors {
+            println!("cargo::error={e}");
+        }
+        std::process::exit(1);
+    }
+    skeptic::generate_doc_tests(&expanded_paths);
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| fail(&format!("cargo did not set {name}")))
+}
+
+fn fail(message: &str) -> ! {
+    println!("cargo::error={message}");
+    std::process::exit(1);
+}
+
+/// Every `*.md` under `dir`, sorted so the generated tests are stable.
+fn markdown_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = fs::read_dir(&dir)
+            .unwrap_or_else(|e| fail(&format!("cannot list {}: {e}", dir.display())));
+        for entry in entries {
+            let path = entry
+                .unwrap_or_else(|e| fail(&format!("cannot list {}: {e}", dir.display())))
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "md") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Skeptic names each test after the chapter's file stem, so two chapters with
+/// the same stem in different folders would produce clashing test names.
+fn check_unique_stems(chapters: &[PathBuf], errors: &mut Vec<String>) {
+    let mut seen = std::collections::BTreeMap::new();
+    for chapter in chapters {
+        let stem = chapter
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        if let Some(previous) = seen.insert(stem, chapter) {
+            errors.push(format!(
+                "{} and {} share a file name; skeptic test names would clash",
+                previous.display(),
+                chapter.display()
+            ));
+        }
+    }
+}
+
+struct Context<'a> {
+    chapter: &'a Path,
+    errors: &'a mut Vec<String>,
+}
+
+impl Context<'_> {
+    fn error(&mut self, line: usize, directive: &str, what: String) {
+        self.errors.push(format!(
+            "{}:{line}: {directive}: {what}",
+            self.chapter.display()
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Finding directives: the same matches as mdBook's `find_links` regex
+//   \\\{\{\#.*\}\}  |  \{\{\s*\#([a-zA-Z0-9_]+)\s+([^}]+)\}\}
+// scanned leftmost-first. A match whose type mdBook does not know is skipped
+// (left in the text), exactly as mdBook skips it.
+// ---------------------------------------------------------------------------
+
+struct Directive<'t> {
+    start: usize,
+    end: usize,
+    /// `None` for an escaped directive (`\{{#...}}`).
+    kind: Option<&'t str>,
+    args: &'t str,
+}
+
+fn find_directive(text: &str, from: usize) -> Option<Directive<'_>> {
+    let bytes = text.as_bytes();
+    let mut at = from;
+    while at < bytes.len() {
+        if bytes[at] == b'\\' && text[at + 1..].starts_with("{{#") {
+            // `.*` is greedy and stops at a newline: take the last `}}` on this line.
+            let line_end = text[at..].find('\n').map_or(text.len(), |n| at + n);
+            if let Some(close) = text[at + 3..line_end].rfind("}}") {
+                let end = at + 3 + close + 2;
+                return Some(Directive {
+                    start: at,
+                    end,
+                    kind: None,
+                    args: "",
+                });
+            }
+        }
+        if text[at..].starts_with("{{") {
+            if let Some(found) = match_directive(text, at) {
+                return Some(found);
+            }
+        }
+        at += text[at..].chars().next().map_or(1, char::len_utf8);
+    }
+    None
+}
+
+fn match_directive(text: &str, start: usize) -> Option<Directive<'_>> {
+    let rest = &text[start + 2..];
+    let after_ws = rest.trim_start();
+    let mut pos = start + 2 + (rest.len() - after_ws.len());
+    let after_hash = after_ws.strip_prefix('#')?;
+    pos += 1;
+    let kind_len = after_hash
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(after_hash.len());
+    if kind_len == 0 {
+        return None;
+    }
+    let kind = &text[pos..pos + kind_len];
+    pos += kind_len;
+    let ws_len = text[pos..].len() - text[pos..].trim_start().len();
+    if ws_len == 0 {
+        return None;
+    }
+    pos += ws_len;
+    // `\s+([^}]+)`: the regex can give back trailing whitespace to `\s+`, so any
+    // run of non-`}` characters of length >= 1 works, followed by `}}`.
+    let args_len = text[pos..].find('}').unwrap_or(text.len() - pos);
+    if args_len == 0 || !text[pos + args_len..].starts_with("}}") {
+        return None;
+    }
+    Some(Directive {
+        start,
+        end: pos + args_len + 2,
+        kind: Some(kind),
+        args: &text[pos..pos + args_len],
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Expanding: mdBook's `replace_all`, `take_lines`, `take_anchored_lines`,
+// `take_rustdoc_include_lines` and `take_rustdoc_include_anchored_lines`.
+// ---------------------------------------------------------------------------
+
+fn expand(text: &str, base: &Path, depth: usize, ctx: &mut Context) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied_to = 0;
+    let mut search_from = 0;
+    while let Some(d) = find_directive(text, search_from) {
+        search_from = d.end;
+        let directive = &text[d.start..d.end];
+        let line = text[..d.start].matches('\n').count() + 1;
+        let replacement = match d.kind {
+            None => Some(directive[1..].to_owned()),
+            Some("title") => Some(String::new()),
+            // mdBook ignores an include without a file argument.
+            Some("include" | "rustdoc_include") if d.args.trim().is_empty() => continue,
+            Some(kind @ ("include" | "rustdoc_include")) => {
+                include(kind, d.args, base, depth, line, directive, ctx)
+            }
+            Some("playground" | "playpen") => {
+                ctx.error(
+                    line,
+                    directive,
+                    "use rustdoc_include: the book has no playground".into(),
+                );
+                None
+            }
+            Some(_) => continue, // not a directive mdBook knows: left as text
+        };
+        out.push_str(&text[copied_to..d.start]);
+        match replacement {
+            Some(r) => {
+                out.push_str(&r);
+                copied_to = d.end;
+            }
+            // mdBook leaves a directive it could not expand in place.
+            None => copied_to = d.start,
+        }
+    }
+    out.push_str(&text[copied_to..]);
+    out
+}
+
+fn include(
+    kind: &str,
+    args: &str,
+    base: &Path,
+    depth: usize,
+    line: usize,
+    directive: &str,
+    ctx: &mut Context,
+) -> Option<String> {
+    let target_arg = args.split_whitespace().next().unwrap_or("");
+    let (path, selector) = match target_arg.split_once(':') {
+        Some((path, selector)) => (path, Some(selector)),
+        None => (target_arg, None),
+    };
+    let target = base.join(path);
+    let source = match fs::read_to_string(&target) {
+        Ok(source) => source,
+        Err(e) => {
+            ctx.error(
+                line,
+                directive,
+                format!("cannot read {}: {e}", target.display()),
+            );
+            return None;
+        }
+    };
+    let rustdoc = kind == "rustdoc_include";
+    let body = match parse_selector(selector) {
+        Selector::Lines(start, end) => {
+            if rustdoc {
+                rustdoc_lines(&source, start, end)
+            } else {
+                take_lines(&source, start, end)
+            }
+        }
+        Selector::Anchor(anchor) => {
+            if !has_anchor(&source, anchor) {
+                ctx.error(
+                    line,
+                    directive,
+                    format!("no `ANCHOR: {anchor}` in {}", target.display()),
+                );
+                return None;
+            }
+            if rustdoc {
+                rustdoc_anchored_lines(&source, anchor)
+            } else {
+                anchored_lines(&source, anchor)
+            }
+        }
+    };
+    if depth >= MAX_NESTED_DEPTH {
+        ctx.error(line, directive, "includes nest too deep (a cycle?)".into());
+        return None;
+    }
+    let nested_base = target.parent().unwrap_or(base).to_path_buf();
+    Some(expand(&body, &nested_base, depth + 1, ctx))
+}
+
+enum Selector<'a> {
+    /// 0-based start line and exclusive end line, as mdBook's `LineRange`.
+    Lines(usize, Option<usize>),
+    Anchor(&'a str),
+}
+
+/// `:N`, `:N:M`, `:N:`, `::M`, `:ANCHOR` or nothing, parsed as mdBook's
+/// `parse_range_or_anchor` parses them (1-based, inclusive line numbers).
+fn parse_selector(selector: Option<&str>) -> Selector<'_> {
+    let mut parts = selector.unwrap_or("").splitn(3, ':');
+    let first = parts.next();
+    let start = match first {
+        Some(s) if s.parse::<usize>().is_ok() => {
+            s.parse::<usize>().ok().map(|n| n.saturating_sub(1))
+        }
+        Some("") | None => None,
+        Some(anchor) => return Selector::Anchor(anchor),
+    };
+    let end = parts.next().map(str::parse::<usize>);
+    match (start, end) {
+        (Some(start), Some(Ok(end))) => Selector::Lines(start, Some(end)),
+        (Some(start), Some(Err(_))) => Selector::Lines(start, None),
+        (Some(start), None) => Selector::Lines(start, Some(start + 1)),
+        (None, Some(Ok(end))) => Selector::Lines(0, Some(end)),
+        (None, _) => Selector::Lines(0, None),
+    }
+}
+
+fn take_lines(source: &str, start: usize, end: Option<usize>) -> String {
+    let lines = source.lines().skip(start);
+    let taken: Vec<&str> = match end {
+        Some(end) => lines.take(end.saturating_sub(start)).collect(),
+        None => lines.collect(),
+    };
+    taken.join("\n")
+}
+
+fn rustdoc_lines(source: &str, start: usize, end: Option<usize>) -> String {
+    let mut out = String::with_capacity(source.len());
+    for (index, line) in source.lines().enumerate() {
+        let shown = index >= start && end.is_none_or(|end| index < end);
+        if !shown {
+            out.push_str("# ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.pop();
+    out
+}
+
+/// The name in an `ANCHOR:` or `ANCHOR_END:` marker (mdBook's `[\w_-]+`).
+fn marker<'l>(line: &'l str, tag: &str) -> Option<&'l str> {
+    let at = line.find(tag)?;
+    let rest = line[at + tag.len()..].trim_start();
+    let len = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(rest.len());
+    (len > 0).then(|| &rest[..len])
+}
+
+fn anchor_start(line: &str) -> Option<&str> {
+    marker(line, "ANCHOR:")
+}
+
+fn anchor_end(line: &str) -> Option<&str> {
+    marker(line, "ANCHOR_END:")
+}
+
+fn has_anchor(source: &str, anchor: &str) -> bool {
+    source.lines().any(|l| anchor_start(l) == Some(anchor))
+}
+
+fn anchored_lines(source: &str, anchor: &str) -> String {
+    let mut kept = Vec::new();
+    let mut inside = false;
+    for line in source.lines() {
+        if inside {
+            match anchor_end(line) {
+                Some(name) if name == anchor => break,
+                Some(_) => {}
+                None if anchor_start(line).is_none() => kept.push(line),
+                None => {}
+            }
+        } else if anchor_start(line) == Some(anchor) {
+            inside = true;
+        }
+    }
+    kept.join("\n")
+}
+
+fn rustdoc_anchored_lines(source: &str, anchor: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut inside = false;
+    for line in source.lines() {
+        if inside {
+            match anchor_end(line) {
+                Some(name) if name == anchor => inside = false,
+                Some(_) => {}
+                None if anchor_start(line).is_none() => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+                None => {}
+            }
+        } else if let Some(name) = anchor_start(line) {
+            if name == anchor {
+                inside = true;
+            }
+        } else if anchor_end(line).is_none() {
+            out.push_str("# ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.pop();
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Rules for code blocks, checked on the expanded text.
+// ---------------------------------------------------------------------------
+
+/// rustdoc (and so `mdbook test`) treats a fence without a language as Rust,
+/// but skeptic does not: such a block would be tested by one tool only. And an
+/// `ignore`d block is tested by neither. Both are errors.
+fn check_code_blocks(chapter: &Path, text: &str, errors: &mut Vec<String>) {
+    use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag};
+    let mut report = String::new();
+    for (event, range) in Parser::new(text).into_offset_iter() {
+        if let Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) = event {
+            let line = text[..range.start].matches('\n').count() + 1;
+            let tokens: Vec<&str> = info
+                .split(|c: char| !(c == '_' || c == '-' || c.is_alphanumeric()))
+                .filter(|t| !t.is_empty())
+                .collect();
+            if tokens.is_empty() {
+                let _ = writeln!(
+                    report,
+                    "{}: expanded line {line}: a code block needs a language (`text`, `console`, `rust`, ...)",
+                    chapter.display()
+                );
+            } else if tokens[0] == "rust" && tokens.contains(&"ignore") {
+                let _ = writeln!(
+                    report,
+                    "{}: expanded line {line}: `ignore` hides a Rust block from every test",
+                    chapter.display()
+                );
+            }
+        }
+    }
+    errors.extend(report.lines().map(str::to_owned));
+}
+
+fn write_if_changed(path: &Path, contents: &str) -> std::io::Result<()> {
+    if fs::read_to_string(path).is_ok_and(|old| old == contents) {
+        return Ok(());
+    }
+    fs::write(path, contents)
+}

@@ -1,0 +1,31 @@
+// Draws the book's Mermaid diagrams (mdbook-mermaid turns ```mermaid blocks into
+// <pre class="mermaid">) in a Mermaid theme that follows mdBook's: `dark` for the
+// navy, coal and ayu themes, `default` for light and rust. When the reader
+// switches theme, the diagrams are drawn again in place; no reload.
+(() => {
+  "use strict";
+  const darkThemes = ["navy", "coal", "ayu"];
+  const html = document.documentElement;
+  const blocks = Array.from(document.querySelectorAll("pre.mermaid"));
+  if (blocks.length === 0) return;
+  // Mermaid replaces the text with an SVG; keep the source to draw again.
+  for (const block of blocks) block.dataset.source = block.textContent;
+
+  let drawnWith = null;
+  async function draw() {
+    const theme = darkThemes.some((t) => html.classList.contains(t)) ? "dark" : "default";
+    if (theme === drawnWith) return;
+    drawnWith = theme;
+    mermaid.initialize({ startOnLoad: false, theme, securityLevel: "strict" });
+    for (const block of blocks) {
+      block.removeAttribute("data-processed");
+      block.textContent = block.dataset.source;
+      block.dataset.mermaidTheme = theme;
+    }
+    // A diagram with a syntax error is drawn as Mermaid's error box, and the
+    // promise rejects, so the browser check reports it.
+    await mermaid.run({ nodes: blocks });
+  }
+  new MutationObserver(draw).observe(html, { attributes: true, attributeFilter: ["class"] });
+  draw();
+})();

@@ -1,0 +1,77 @@
+//! `cargo xtask <task>`: the book's build, serve and test tasks.
+//!
+//! Every task installs the pinned tools it needs (see `xtask/tools.txt`) into a
+//! per-user folder first, so a fresh clone needs nothing but a Rust toolchain
+//! (and, for `test`, Chromium, which CI installs itself).
+
+mod blocks;
+mod browser;
+mod links;
+mod process;
+#[cfg(test)]
+mod selftest;
+mod steps;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub use process::{run, run_recorded};
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  install-tools   install the pinned mdbook, mdbook-mermaid and mdbook-linkcheck2
+  build           build the book into book/
+  serve           serve the book on http://localhost:3000, rebuilding on change
+  test            run every check: cargo test, clippy, mdbook build, mdbook test,
+                  the link check and the headless Chromium check";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    let result = match args.first().map(String::as_str) {
+        Some("install-tools") => tools::install_all().map(|_| ()),
+        Some("build") => build(&root),
+        Some("serve") => serve(&root),
+        Some("test") => steps::test_all(&root),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}").into()),
+        None => Err(USAGE.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root: the parent of this crate's manifest directory.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ lives in the repository root")
+        .to_path_buf()
+}
+
+fn build(root: &Path) -> Result<()> {
+    let bins = tools::install_all()?;
+    run(tools::mdbook(&bins, root)?.arg("build"), "mdbook build")
+}
+
+fn serve(root: &Path) -> Result<()> {
+    let bins = tools::install_all()?;
+    eprintln!("xtask: serving the book on http://localhost:3000 (Ctrl-C stops it)");
+    run(
+        tools::mdbook(&bins, root)?.args(["serve", "--hostname", "127.0.0.1", "--port", "3000"]),
+        "mdbook serve",
+    )
+}

@@ -1,0 +1,162 @@
+//! Tests of the xtask itself: break the book in a copy, in each of the four
+//! ways a chapter can rot, and check that the step that should catch it fails
+//! with a message naming the file.
+//!
+//! The copies live in `target/xtask/selftest/<case>`; their cargo builds share
+//! `target/xtask/selftest-target`, so dependencies compile once.
+
+use std::path::{Path, PathBuf};
+
+use crate::steps::{self, Book, Tally};
+use crate::Result;
+
+const CHAPTER: &str = "src/how-this-book-is-tested.md";
+
+/// A fresh copy of the book's sources (no build output).
+fn copy_book(case: &str) -> Result<Book> {
+    let root = crate::project_root();
+    let dest = root.join("target/xtask/selftest").join(case);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest)?;
+    }
+    for item in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "book.toml",
+        ".cargo",
+        "src",
+        "examples",
+        "tests",
+        "benches",
+        "theme",
+        "xtask/Cargo.toml",
+        "xtask/tools.txt",
+        "xtask/src",
+    ] {
+        let from = root.join(item);
+        if from.exists() {
+            copy_tree(&from, &dest.join(item))?;
+        }
+    }
+    let mut book = Book::new(&dest)?;
+    book.cargo_target = root.join("target/xtask/selftest-target");
+    book.quiet = true;
+    Ok(book)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().expect("a file has a parent"))?;
+        std::fs::copy(from, to)?;
+    }
+    Ok(())
+}
+
+/// Replaces `old` (which must be there) with `new` in `file` of the copy.
+fn edit(book: &Book, file: &str, old: &str, new: &str) -> Result<()> {
+    let path: PathBuf = book.root.join(file);
+    let text = std::fs::read_to_string(&path)?;
+    assert!(
+        text.contains(old),
+        "{file} no longer contains {old:?}: update this self-test"
+    );
+    std::fs::write(&path, text.replacen(old, new, 1))?;
+    Ok(())
+}
+
+fn expect_failure(result: Result<()>, must_name: &[&str]) {
+    let message = match result {
+        Ok(()) => panic!("the broken book passed"),
+        Err(e) => e.to_string(),
+    };
+    for name in must_name {
+        assert!(
+            message.contains(name),
+            "the failure does not name `{name}`:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_snippet_fails_the_build_naming_the_example() -> Result<()> {
+    let book = copy_book("snippet")?;
+    edit(
+        &book,
+        "examples/page_math.rs",
+        "Some(bytes.checked_add(page - 1)? & !(page - 1))",
+        "Some(bytes.checked_add(page - 1)? & !(page - 1) + \"one\")",
+    )?;
+    expect_failure(steps::compile(&book), &["examples/page_math.rs", "error"]);
+    Ok(())
+}
+
+#[test]
+fn a_broken_anchor_fails_the_build_naming_the_chapter() -> Result<()> {
+    let book = copy_book("anchor")?;
+    edit(
+        &book,
+        CHAPTER,
+        "page_math.rs:constants}}\n```",
+        "page_math.rs:constans}}\n```",
+    )?;
+    expect_failure(steps::compile(&book), &[CHAPTER, "ANCHOR: constans"]);
+    Ok(())
+}
+
+#[test]
+fn a_link_to_a_missing_chapter_fails_naming_the_chapter() -> Result<()> {
+    let book = copy_book("link")?;
+    edit(
+        &book,
+        CHAPTER,
+        "## One source of truth",
+        "See [gone](gone.md).\n\n## One source of truth",
+    )?;
+    steps::mdbook_build(&book, &mut Tally::default())?;
+    expect_failure(
+        steps::link_check(&book, &mut Tally::default()),
+        &["how-this-book-is-tested.md", "gone.md"],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_link_to_a_missing_heading_fails_naming_the_chapter() -> Result<()> {
+    let book = copy_book("fragment")?;
+    edit(
+        &book,
+        CHAPTER,
+        "## One source of truth",
+        "See [the primer](primer.md#no-such-heading).\n\n## One source of truth",
+    )?;
+    steps::mdbook_build(&book, &mut Tally::default())?;
+    expect_failure(
+        steps::link_check(&book, &mut Tally::default()),
+        &[CHAPTER, "primer.html#no-such-heading", "no element with id"],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_broken_diagram_fails_naming_the_chapter_and_block() -> Result<()> {
+    let book = copy_book("diagram")?;
+    edit(
+        &book,
+        CHAPTER,
+        "flowchart LR",
+        "flowchart LR\n    this is --> --> not mermaid",
+    )?;
+    steps::mdbook_build(&book, &mut Tally::default())?;
+    expect_failure(
+        steps::browser_check(&book, &mut Tally::default()),
+        &[CHAPTER, "mermaid block 1"],
+    );
+    Ok(())
+}
