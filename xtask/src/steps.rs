@@ -74,6 +74,13 @@ const STEPS: [(&str, Step); 6] = [
 ];
 
 pub fn test_all(root: &Path) -> Result<()> {
+    // Two runs at once would share target/xtask's scratch folders: take turns.
+    std::fs::create_dir_all(root.join("target/xtask"))?;
+    let lock = std::fs::File::create(root.join("target/xtask/test.lock"))?;
+    if lock.try_lock().is_err() {
+        eprintln!("xtask: another `cargo xtask test` is running here; waiting for it");
+        lock.lock()?;
+    }
     let book = Book::new(root)?;
     let mut tally = Tally::default();
     let started = Instant::now();
