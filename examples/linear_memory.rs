@@ -320,7 +320,11 @@ impl Region {
         len: 0,
     };
 
+    /// An empty region maps nothing: `mmap` rejects a length of 0.
     fn reserve(len: usize) -> io::Result<Region> {
+        if len == 0 {
+            return Ok(Region::EMPTY);
+        }
         Ok(Region {
             ptr: os::reserve(len)?,
             len,
@@ -328,6 +332,9 @@ impl Region {
     }
 
     fn map_rw(len: usize) -> io::Result<Region> {
+        if len == 0 {
+            return Ok(Region::EMPTY);
+        }
         Ok(Region {
             ptr: os::map_rw(len)?,
             len,
