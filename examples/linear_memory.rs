@@ -19,6 +19,7 @@ extern crate libc;
 #[cfg(windows)]
 extern crate windows_sys;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::ptr::NonNull;
@@ -699,20 +700,59 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
-/// Grows a memory page by page from 1 page to `pages`, touching the last byte
-/// after each grow, and counts the paths taken.
-fn grow_to(strategy: Strategy, pages: u32) -> Result<String, GrowError> {
-    let mut memory = LinearMemory::new(1, None, strategy)?;
-    let mut paths = std::collections::BTreeMap::new();
-    let started = Instant::now();
+// ANCHOR: workload
+/// The workload every strategy is measured on: grow one page at a time up to
+/// `pages`, touching the last byte after each grow (so each grow pays its
+/// page fault). Returns how many grows took each path.
+pub fn grow_page_by_page(
+    memory: &mut LinearMemory,
+    pages: u32,
+) -> Result<BTreeMap<GrowPath, u32>, GrowError> {
+    let mut paths = BTreeMap::new();
     while memory.size() < pages {
         let (_, path) = memory.grow_traced(1)?;
-        *paths.entry(path).or_insert(0u32) += 1;
+        *paths.entry(path).or_insert(0) += 1;
         let last = memory.byte_len() - 1;
         memory.as_mut_slice()[last] = 1;
     }
-    let per_grow = started.elapsed().as_secs_f64() * 1e6 / f64::from(pages - 1);
-    Ok(format!("{:>8.2} µs/grow  {paths:?}", per_grow))
+    Ok(paths)
+}
+
+/// The physical floor of the same workload: a raw reservation, one commit
+/// call and one page fault per grow, and nothing else. Every strategy is
+/// reported as a ratio to this, measured in the same run.
+pub struct Floor {
+    region: Region,
+}
+
+impl Floor {
+    /// Reserves `pages` and commits the first, as `LinearMemory::new(1, ..)` does.
+    pub fn new(pages: u32) -> io::Result<Floor> {
+        let region = Region::reserve(bytes(pages).map_err(io::Error::other)?)?;
+        os::commit(region.ptr, WASM_PAGE)?;
+        Ok(Floor { region })
+    }
+
+    pub fn grow_page_by_page(&mut self, pages: u32) -> io::Result<()> {
+        for page in 1..pages as usize {
+            // SAFETY: `page < pages`, so the page lies inside the reservation.
+            let start = unsafe { self.region.ptr.add(page * WASM_PAGE) };
+            os::commit(start, WASM_PAGE)?;
+            // SAFETY: the page was just committed; its last byte is ours.
+            unsafe { start.add(WASM_PAGE - 1).write_volatile(1) };
+        }
+        Ok(())
+    }
+}
+// ANCHOR_END: workload
+
+fn timed<T, E>(run: impl FnOnce() -> Result<T, E>, grows: u32) -> Result<(T, f64), E> {
+    let started = Instant::now();
+    let out = run()?;
+    Ok((
+        out,
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(grows.max(1)),
+    ))
 }
 
 fn main() {
@@ -725,31 +765,44 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let pages = options.pages;
+    let floor =
+        Floor::new(pages).and_then(|mut floor| timed(|| floor.grow_page_by_page(pages), pages - 1));
+    match floor {
+        Ok(((), us)) => println!(
+            "{:<17} 1 -> {pages:>5} pages: {us:>8.2} µs/grow",
+            "floor (raw)"
+        ),
+        Err(e) => {
+            eprintln!("linear_memory: the floor could not grow to {pages} pages: {e}");
+            std::process::exit(1);
+        }
+    }
     let runs = [
         (
             "reserved (4 GiB)",
             Strategy::Reserved {
                 reservation_pages: None,
             },
-            options.pages,
+            pages,
         ),
         (
             "reserved (small)",
             Strategy::Reserved {
                 reservation_pages: Some(options.reservation_pages),
             },
-            options.pages,
+            pages,
         ),
-        ("remap", Strategy::Remap, options.pages),
-        (
-            "copy",
-            Strategy::Copy,
-            options.copy_pages.min(options.pages),
-        ),
+        ("remap", Strategy::Remap, pages),
+        ("copy", Strategy::Copy, options.copy_pages.min(pages)),
     ];
     for (name, strategy, pages) in runs {
-        match grow_to(strategy, pages) {
-            Ok(report) => println!("{name:<17} 1 -> {pages:>5} pages: {report}"),
+        let run = LinearMemory::new(1, None, strategy)
+            .and_then(|mut memory| timed(|| grow_page_by_page(&mut memory, pages), pages - 1));
+        match run {
+            Ok((paths, us)) => {
+                println!("{name:<17} 1 -> {pages:>5} pages: {us:>8.2} µs/grow  {paths:?}")
+            }
             Err(e) => {
                 eprintln!("linear_memory: {name}: growing to {pages} pages failed: {e}");
                 std::process::exit(1);

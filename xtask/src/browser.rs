@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use crate::{run, Result};
+use crate::Result;
 
 const PROBE: &str = include_str!("probe.js");
 const PROBE_PATH: &str = "/__xtask_probe.js";
@@ -95,45 +95,16 @@ pub fn source_of(page: &Path) -> String {
     }
 }
 
-/// Finds Chromium, or installs it with apt-get when running as root in CI.
+/// Finds Chromium (`DMB_CHROMIUM` overrides), or installs it in CI.
 pub fn chromium() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("DMB_CHROMIUM") {
         return Ok(PathBuf::from(path));
     }
-    if let Some(found) = find_in_path(&["chromium", "chromium-browser", "google-chrome"]) {
-        return Ok(found);
-    }
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if in_ci && is_root() {
-        eprintln!(
-            "xtask: Chromium is missing; installing Debian's `chromium` package (CI=true, root)"
-        );
-        run(Command::new("apt-get").arg("update"), "apt-get update")?;
-        run(
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends", "chromium"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-            "apt-get install chromium",
-        )?;
-        return find_in_path(&["chromium"]).ok_or_else(|| "apt-get installed no `chromium`".into());
-    }
-    Err("the browser check needs Chromium. Install it with \
-         `sudo apt-get install -y chromium` (Debian/Ubuntu), or point DMB_CHROMIUM at a Chrome binary"
-        .into())
-}
-
-fn find_in_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
-        .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    crate::system::require(
+        &["chromium", "chromium-browser", "google-chrome"],
+        "chromium",
+        "the browser check",
+    )
 }
 
 /// Loads each `(page, theme)` in Chromium, two at a time (this machine has two

@@ -11,7 +11,9 @@ mod process;
 #[cfg(test)]
 mod selftest;
 mod steps;
+mod system;
 mod tools;
+mod valgrind;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

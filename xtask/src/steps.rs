@@ -33,7 +33,7 @@ impl Book {
         })
     }
 
-    fn cargo(&self) -> Command {
+    pub fn cargo(&self) -> Command {
         let mut cmd = Command::new(tools::cargo());
         cmd.current_dir(&self.root)
             .arg("--color=never")
@@ -64,13 +64,14 @@ pub struct Tally {
 
 type Step = fn(&Book, &mut Tally) -> Result<()>;
 
-const STEPS: [(&str, Step); 6] = [
+const STEPS: [(&str, Step); 7] = [
     ("cargo test", cargo_test),
     ("cargo clippy", clippy),
     ("mdbook build", mdbook_build),
     ("mdbook test", mdbook_test),
     ("link check", link_check),
     ("browser check", browser_check),
+    ("valgrind", valgrind_step),
 ];
 
 pub fn test_all(root: &Path) -> Result<()> {
@@ -501,6 +502,11 @@ pub fn browser_check(book: &Book, tally: &mut Tally) -> Result<()> {
     } else {
         Err(problems.join("\n").into())
     }
+}
+
+/// Step 7: valgrind memcheck over the examples that handle raw mappings.
+fn valgrind_step(book: &Book, _: &mut Tally) -> Result<()> {
+    crate::valgrind::memcheck(book).map(|_| ())
 }
 
 /// `[output.html] site-url` from book.toml, or `/`.
