@@ -136,6 +136,7 @@ pub struct Faults {
 mod os {
     use std::io;
 
+    // ANCHOR: os_unix
     /// Reserves `len` bytes of inaccessible address space; commits nothing.
     #[cfg(unix)]
     pub fn reserve(len: usize) -> io::Result<*mut u8> {
@@ -191,6 +192,9 @@ mod os {
         }
     }
 
+    // ANCHOR_END: os_unix
+
+    // ANCHOR: os_linux
     /// Grows the mapping at `ptr` from `old` to `new` bytes without moving it.
     #[cfg(target_os = "linux")]
     pub fn extend_in_place(ptr: *mut u8, old: usize, new: usize) -> io::Result<()> {
@@ -230,6 +234,8 @@ mod os {
         Ok(())
     }
 
+    // ANCHOR_END: os_linux
+
     #[cfg(not(target_os = "linux"))]
     pub fn extend_in_place(_: *mut u8, _: usize, _: usize) -> io::Result<()> {
         Err(io::Error::new(
@@ -254,6 +260,7 @@ mod os {
         ))
     }
 
+    // ANCHOR: os_windows
     #[cfg(windows)]
     use windows_sys::Win32::System::Memory::{
         VirtualAlloc, VirtualFree, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_NOACCESS,
@@ -306,9 +313,11 @@ mod os {
     pub fn release_tail(_: *mut u8, _: usize, _: usize) {
         unreachable!("move_to never succeeds on Windows")
     }
+    // ANCHOR_END: os_windows
 }
 // ANCHOR_END: os
 
+// ANCHOR: region
 /// An OS mapping we own, released on drop. Failure paths just drop it.
 struct Region {
     ptr: *mut u8,
@@ -357,6 +366,7 @@ impl Drop for Region {
         }
     }
 }
+// ANCHOR_END: region
 
 fn injected(what: &str) -> io::Error {
     io::Error::new(

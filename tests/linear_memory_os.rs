@@ -62,8 +62,18 @@ fn mremap_cannot_grow_into_its_own_prot_none_reservation() {
 }
 
 /// Runs the test named `name` of this binary again in a child process with
-/// `DMB_CHILD=1`, `oom_score_adj` 1000 and a timeout, and returns its output.
+/// `DMB_CHILD=1`, `oom_score_adj` 1000 and a timeout; asserts it succeeded
+/// and returns its output.
 fn in_child(name: &str, timeout: Duration) -> String {
+    let (status, text) = run_child(name, timeout);
+    assert!(
+        status.success(),
+        "{name}: the child failed ({status}):\n{text}"
+    );
+    text
+}
+
+fn run_child(name: &str, timeout: Duration) -> (std::process::ExitStatus, String) {
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut child = Command::new(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
@@ -88,11 +98,7 @@ fn in_child(name: &str, timeout: Duration) -> String {
     let out = child.wait_with_output().expect("the child's output");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        status.success(),
-        "{name}: the child failed ({status}):\n{text}"
-    );
-    text
+    (status, text)
 }
 
 fn is_child() -> bool {
@@ -212,4 +218,80 @@ fn a_raised_limit_lets_the_refused_grow_succeed() {
     );
     assert_eq!(memory.as_slice()[0], 42);
     println!("grew after the limit rose");
+}
+
+/// Chapter "Reserve and commit": the uncommitted rest of a reservation is a
+/// guard. An access one byte past the memory's size, made with a raw pointer
+/// (which `LinearMemory`'s API never does), is killed by SIGSEGV; it does not
+/// read some neighbour's data.
+#[test]
+fn an_access_past_the_committed_size_faults() {
+    use std::os::unix::process::ExitStatusExt;
+    if !is_child() {
+        let (status, text) = run_child(
+            "an_access_past_the_committed_size_faults",
+            Duration::from_secs(30),
+        );
+        assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}: {text}");
+        assert!(text.contains("about to read past the end"), "{text}");
+        return;
+    }
+    let memory = LinearMemory::new(
+        1,
+        None,
+        Strategy::Reserved {
+            reservation_pages: None,
+        },
+    )
+    .expect("memory");
+    let past_end = memory.as_ptr().wrapping_add(memory.byte_len());
+    println!("about to read past the end");
+    // SAFETY: deliberately unsound, in a child process that exists to show
+    // the fault: the byte is reserved PROT_NONE, so the read raises SIGSEGV.
+    let byte = unsafe { past_end.read_volatile() };
+    println!("read {byte}: the guard did not work");
+}
+
+/// The data segment grows by what is committed, not by what is reserved: a
+/// 1 GiB PROT_NONE reservation adds nothing to `VmData` (so nothing to
+/// `RLIMIT_DATA`), and committing 64 MiB of it adds 64 MiB.
+#[test]
+fn a_reservation_counts_toward_the_data_limit_only_once_committed() {
+    if !is_child() {
+        let out = in_child(
+            "a_reservation_counts_toward_the_data_limit_only_once_committed",
+            Duration::from_secs(30),
+        );
+        assert!(out.contains("VmData checked"), "{out}");
+        return;
+    }
+    let mib = 1024 * 1024;
+    let before = vm_data();
+    let mut memory = LinearMemory::new(
+        0,
+        Some(16384),
+        Strategy::Reserved {
+            reservation_pages: None,
+        },
+    )
+    .expect("memory");
+    let reserved = vm_data();
+    assert_eq!(memory.reserved_bytes(), 1024 * mib);
+    assert!(
+        reserved - before < mib,
+        "reserving 1 GiB added {} bytes of VmData",
+        reserved - before
+    );
+    assert_eq!(memory.grow(1024), 0);
+    let committed = vm_data() - reserved;
+    // A fixed band: the harness may map a little meanwhile; 1 MiB is ample.
+    assert!(
+        committed.abs_diff(64 * mib) < mib,
+        "committing 64 MiB added {committed} bytes"
+    );
+    println!(
+        "VmData checked: +{} KiB reserved, +{} KiB committed",
+        (reserved - before) / 1024,
+        committed / 1024
+    );
 }
