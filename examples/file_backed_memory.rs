@@ -85,7 +85,7 @@ impl FileBackedMemory {
     fn map_pages(&mut self, pages: u32) -> io::Result<()> {
         self.map = None;
         if pages > 0 {
-            let len = pages as usize * WASM_PAGE;
+            let len = bytes(pages)?;
             // SAFETY: the mapping is shared with the file; we own the file
             // handle, and the book's rule is that no other process truncates
             // it while mapped (that would turn accesses into SIGBUS).
@@ -135,7 +135,7 @@ impl FileBackedMemory {
         if delta == 0 {
             return Ok((old, FileGrowPath::Unchanged));
         }
-        let (old_len, new_len) = (old as usize * WASM_PAGE, new as usize * WASM_PAGE);
+        let (old_len, new_len) = (bytes(old)?, bytes(new)?);
         // The new bytes read as zero: extending a file fills it with zeros
         // (and on most filesystems stores nothing until written).
         self.file.set_len(new_len as u64)?;
@@ -194,6 +194,14 @@ impl FileBackedMemory {
         })
     }
     // ANCHOR_END: remap
+}
+
+/// `pages * 64 KiB`, or an error where that does not fit `usize` (on 32-bit
+/// targets 65536 pages would wrap to 0, and `set_len(0)` would empty the file).
+fn bytes(pages: u32) -> io::Result<usize> {
+    (pages as usize)
+        .checked_mul(WASM_PAGE)
+        .ok_or_else(|| io::Error::other(format!("{pages} pages do not fit this address space")))
 }
 
 fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
@@ -436,6 +444,44 @@ mod tests {
         assert_eq!(m.grow(1024), -1, "mremap past RLIMIT_AS");
         unchanged(&m);
         println!("both limits refused the grow; memory and file unchanged");
+    }
+
+    /// Another process shrinks the file under the mapping: the next access
+    /// past the new end raises SIGBUS, from safe code. Run in a child, which
+    /// must die of that signal.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn truncating_the_file_under_the_mapping_raises_sigbus() {
+        const NAME: &str = "tests::truncating_the_file_under_the_mapping_raises_sigbus";
+        let Some(path) = std::env::var_os("DMB_SIGBUS_FILE") else {
+            use std::os::unix::process::ExitStatusExt;
+            let file = TempFile::new("sigbus");
+            let exe = std::env::current_exe().expect("test binary");
+            let out = std::process::Command::new(exe)
+                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+                .env("DMB_SIGBUS_FILE", &file.0)
+                .output()
+                .expect("run the child");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{text}");
+            assert!(text.contains("file shrunk to 1 page"), "{text}");
+            return;
+        };
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: a plain system call on a struct we own; no core file.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+        let m = FileBackedMemory::open(Path::new(&path), 2, None).expect("open");
+        // What another process would do, through a handle of its own.
+        let other = OpenOptions::new().write(true).open(&path).expect("open");
+        other.set_len(WASM_PAGE as u64).expect("shrink");
+        assert_eq!(m.as_slice()[0], 0, "page 0 is still in the file");
+        println!("file shrunk to 1 page; reading page 1");
+        let byte = std::hint::black_box(m.as_slice()[WASM_PAGE]);
+        panic!("read {byte} past the end of the file without SIGBUS");
     }
 
     #[test]
