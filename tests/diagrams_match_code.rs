@@ -1,0 +1,934 @@
+//! The Part III chapters draw `examples/memory_manager.rs` in Mermaid. This
+//! test holds every diagram to that code: each class, participant, state and
+//! message must name a type, enum variant or function defined there. Rename
+//! a function and forget a diagram, and this fails with the diagram's file
+//! and line.
+//!
+//! The check reads the example's source, not its compiled form: it tokenizes
+//! the file (skipping comments, strings and the `#[cfg(test)]` module) and
+//! collects the names of types (`struct`, `enum`, `trait`, `type`), enum
+//! variants, functions, and which functions each type's `impl` blocks or
+//! trait body define.
+//!
+//! It understands a small part of Mermaid and rejects the rest, so that a
+//! diagram can never pass because the check skipped a line:
+//!
+//! - `classDiagram`: `class Name`, `class Name {` ... `}` with methods
+//!   `+name(params) ReturnType` and `<<annotation>>` lines, relations
+//!   `A "card" ARROW "card" B : label` (cardinalities optional), `note`,
+//!   `direction`. Class names must be types; the names in a return type
+//!   must be types, Rust primitives or a few std wrappers (`Vec~Holding~`);
+//!   methods must be functions of that class. Parameters,
+//!   cardinalities, labels and notes are free text. Attributes are rejected:
+//!   draw a field as a relation instead.
+//! - `sequenceDiagram`: `participant Name`, `actor Name`, messages
+//!   `A->>B: name(args)` (every Mermaid arrow, with `+`/`-` activation),
+//!   `activate`, `deactivate`, `Note ...: text`, `autonumber`, and the
+//!   blocks `loop`, `alt`/`else`, `opt`, `par`/`and`, `critical`/`option`,
+//!   `break`, `rect` closed by `end`. Participants must be types. A call
+//!   (solid arrow) must start with a function of the receiving type; a reply
+//!   (dashed arrow) must start with a type, a Rust primitive or a function.
+//!   Aliases
+//!   (`participant A as Label`) are rejected: the label would hide the name.
+//! - `stateDiagram-v2`: transitions `A --> B` and `A --> B : label`, `[*]`,
+//!   single-line `note left of`/`note right of`, `direction`. States must be
+//!   enum variants, and a label must start with a function.
+//!
+//! `%%` comments and blank lines are allowed everywhere. Any other line is an
+//! error that names it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+const EXAMPLE: &str = "examples/memory_manager.rs";
+const CHAPTERS: [&str; 4] = [
+    "src/part3-architecture.md",
+    "src/part3-flows.md",
+    "src/part3-dynamic-sizing.md",
+    "src/part3-documenting.md",
+];
+
+/// Std types a return type may wrap others in (`Vec~Holding~`).
+const STD_TYPES: [&str; 6] = ["Vec", "Option", "Arc", "Weak", "String", "Box"];
+
+/// Types a diagram may name without the example defining them.
+const PRIMITIVES: [&str; 16] = [
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "bool",
+    "str", "f32", "f64",
+];
+
+// ---------------------------------------------------------------------------
+// The names the example defines.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct Symbols {
+    types: BTreeSet<String>,
+    variants: BTreeSet<String>,
+    fns: BTreeSet<String>,
+    /// A type or trait, and the functions its `impl` blocks or body define.
+    methods: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Symbols {
+    fn is_method(&self, ty: &str, name: &str) -> bool {
+        self.methods.get(ty).is_some_and(|m| m.contains(name))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Punct(char),
+}
+
+/// Identifiers and punctuation; comments, strings, chars, lifetimes and
+/// numbers are dropped.
+fn tokens(src: &str) -> Vec<Tok> {
+    let c: Vec<char> = src.chars().collect();
+    let at = |i: usize| c.get(i).copied().unwrap_or('\0');
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < c.len() {
+        let ch = c[i];
+        if ch == '/' && at(i + 1) == '/' {
+            while i < c.len() && c[i] != '\n' {
+                i += 1;
+            }
+        } else if ch == '/' && at(i + 1) == '*' {
+            let mut depth = 0;
+            while i < c.len() {
+                if c[i] == '/' && at(i + 1) == '*' {
+                    depth += 1;
+                    i += 2;
+                } else if c[i] == '*' && at(i + 1) == '/' {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else if ch == '"' {
+            i = skip_string(&c, i + 1);
+        } else if ch == '\'' {
+            if at(i + 1) == '\\' {
+                // An escaped char literal: to the closing quote.
+                i += 2;
+                while i < c.len() && c[i] != '\'' {
+                    i += 1;
+                }
+                i += 1;
+            } else if at(i + 2) == '\'' {
+                i += 3; // 'x'
+            } else {
+                i += 1; // a lifetime: its name is skipped as an identifier
+                while at(i).is_alphanumeric() || at(i) == '_' {
+                    i += 1;
+                }
+            }
+        } else if ch.is_alphabetic() || ch == '_' {
+            let start = i;
+            while at(i).is_alphanumeric() || at(i) == '_' {
+                i += 1;
+            }
+            let word: String = c[start..i].iter().collect();
+            let raw = matches!(word.as_str(), "r" | "br") && matches!(at(i), '"' | '#');
+            if raw {
+                let mut hashes = 0;
+                while at(i) == '#' {
+                    hashes += 1;
+                    i += 1;
+                }
+                i += 1; // the opening quote
+                loop {
+                    if i >= c.len() {
+                        break;
+                    }
+                    if c[i] == '"' && (1..=hashes).all(|k| at(i + k) == '#') {
+                        i += 1 + hashes;
+                        break;
+                    }
+                    i += 1;
+                }
+            } else if word == "b" && at(i) == '"' {
+                i = skip_string(&c, i + 1);
+            } else if word == "b" && at(i) == '\'' {
+                i += 1;
+                while i < c.len() && c[i] != '\'' {
+                    i += if c[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+            } else {
+                out.push(Tok::Ident(word));
+            }
+        } else if ch.is_ascii_digit() {
+            while at(i).is_alphanumeric() || at(i) == '_' {
+                i += 1;
+            }
+        } else {
+            if !ch.is_whitespace() {
+                out.push(Tok::Punct(ch));
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The index after the string that starts at `i` (just past its quote).
+fn skip_string(c: &[char], mut i: usize) -> usize {
+    while i < c.len() && c[i] != '"' {
+        i += if c[i] == '\\' { 2 } else { 1 };
+    }
+    i + 1
+}
+
+enum Scope {
+    Impl(String),
+    Trait(String),
+    Enum,
+    Other,
+}
+
+fn symbols(src: &str) -> Symbols {
+    // Test code is not what the diagrams describe.
+    let mut end = 0;
+    for line in src.split_inclusive('\n') {
+        if line.trim() == "#[cfg(test)]" {
+            break;
+        }
+        end += line.len();
+    }
+    let src = &src[..end];
+    let toks = tokens(src);
+    let ident = |i: usize| match toks.get(i) {
+        Some(Tok::Ident(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let mut s = Symbols::default();
+    let mut stack: Vec<(Scope, usize)> = Vec::new();
+    let mut pending: Option<Scope> = None;
+    let mut nesting = 0usize; // ( and [ depth
+    let mut expect_variant = false;
+    let in_enum_body = |stack: &[(Scope, usize)], nesting: usize| matches!(stack.last(), Some((Scope::Enum, n)) if *n == nesting);
+    let mut i = 0;
+    while i < toks.len() {
+        match &toks[i] {
+            Tok::Ident(word) => match word.as_str() {
+                "fn" => {
+                    if let Some(name) = ident(i + 1) {
+                        s.fns.insert(name.to_owned());
+                        if let Some((Scope::Impl(ty) | Scope::Trait(ty), _)) = stack.last() {
+                            s.methods
+                                .entry(ty.clone())
+                                .or_default()
+                                .insert(name.to_owned());
+                        }
+                        i += 1;
+                    }
+                }
+                "struct" | "enum" | "trait" | "type" => {
+                    if let Some(name) = ident(i + 1) {
+                        s.types.insert(name.to_owned());
+                        pending = match word.as_str() {
+                            "enum" => Some(Scope::Enum),
+                            "trait" => Some(Scope::Trait(name.to_owned())),
+                            _ => pending,
+                        };
+                        i += 1;
+                    }
+                }
+                // `impl` as an item, not `impl Trait` in a signature.
+                "impl"
+                    if matches!(
+                        i.checked_sub(1).map(|p| &toks[p]),
+                        None | Some(Tok::Punct('}' | ';' | ']'))
+                    ) || matches!(i.checked_sub(1).and_then(ident), Some("unsafe")) =>
+                {
+                    let header: Vec<&Tok> = toks[i + 1..]
+                        .iter()
+                        .take_while(|t| **t != Tok::Punct('{') && **t != Tok::Ident("where".into()))
+                        .collect();
+                    pending = impl_self_type(&header).map(Scope::Impl);
+                }
+                name if expect_variant && in_enum_body(&stack, nesting) => {
+                    s.variants.insert(name.to_owned());
+                    expect_variant = false;
+                }
+                _ => {}
+            },
+            Tok::Punct('{') => {
+                let scope = pending.take().unwrap_or(Scope::Other);
+                expect_variant = matches!(scope, Scope::Enum);
+                stack.push((scope, nesting));
+            }
+            Tok::Punct('}') => {
+                stack.pop();
+                expect_variant = false;
+            }
+            Tok::Punct('(' | '[') => nesting += 1,
+            Tok::Punct(')' | ']') => nesting = nesting.saturating_sub(1),
+            Tok::Punct(',') if in_enum_body(&stack, nesting) => expect_variant = true,
+            Tok::Punct(';') => pending = None,
+            Tok::Punct(_) => {}
+        }
+        i += 1;
+    }
+    s
+}
+
+/// The type an `impl` block is for: the last name outside `<...>`, after
+/// `for` if there is one (`impl fmt::Display for MemoryError`).
+fn impl_self_type(header: &[&Tok]) -> Option<String> {
+    let mut depth = 0i32;
+    let mut last = None;
+    for t in header {
+        match t {
+            Tok::Punct('<') => depth += 1,
+            Tok::Punct('>') => depth -= 1,
+            Tok::Ident(w) if depth == 0 && w == "for" => last = None,
+            Tok::Ident(w) if depth == 0 && !matches!(w.as_str(), "dyn" | "mut") => {
+                last = Some(w.clone())
+            }
+            _ => {}
+        }
+    }
+    last
+}
+
+// ---------------------------------------------------------------------------
+// The diagrams.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Class,
+    Sequence,
+    State,
+}
+
+/// The ```mermaid blocks of a chapter: each line with its 1-based line number.
+fn mermaid_blocks(markdown: &str) -> Vec<Vec<(usize, &str)>> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(char, usize, bool)> = None;
+    let mut current = Vec::new();
+    for (n, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim_start_matches(' ');
+        let fence = match trimmed.chars().next() {
+            Some(f @ ('`' | '~')) if line.len() - trimmed.len() <= 3 => {
+                let run = trimmed.chars().take_while(|&c| c == f).count();
+                (run >= 3).then_some((f, run, trimmed[run..].trim()))
+            }
+            _ => None,
+        };
+        match (open, fence) {
+            (Some((f, len, mermaid)), Some((g, run, info)))
+                if f == g && run >= len && info.is_empty() =>
+            {
+                if mermaid {
+                    blocks.push(std::mem::take(&mut current));
+                }
+                open = None;
+            }
+            (Some((_, _, true)), _) => current.push((n + 1, line)),
+            (Some(_), _) => {}
+            (None, Some((f, run, info))) => {
+                let lang = info.split(|c: char| !c.is_alphanumeric()).next();
+                open = Some((f, run, lang == Some("mermaid")));
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    symbols: &'a Symbols,
+    errors: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, line: usize, what: String) {
+        self.errors.push(format!("{}:{line}: {what}", self.file));
+    }
+
+    /// Checks one diagram and returns its kind, if it has a known one.
+    fn diagram(&mut self, lines: &[(usize, &str)]) -> Option<Kind> {
+        let mut body = lines
+            .iter()
+            .map(|&(n, l)| (n, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with("%%"));
+        let Some((n, header)) = body.next() else {
+            let line = lines.first().map_or(0, |l| l.0);
+            self.error(line, "empty mermaid block".into());
+            return None;
+        };
+        let rest: Vec<(usize, &str)> = body.collect();
+        match header {
+            "classDiagram" => self.class(&rest),
+            "sequenceDiagram" => self.sequence(&rest),
+            "stateDiagram-v2" | "stateDiagram" => self.state(&rest),
+            other => {
+                self.error(
+                    n,
+                    format!(
+                        "`{other}` diagrams are not understood by this check \
+                         (it reads classDiagram, sequenceDiagram and stateDiagram-v2)"
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(match header {
+            "classDiagram" => Kind::Class,
+            "sequenceDiagram" => Kind::Sequence,
+            _ => Kind::State,
+        })
+    }
+
+    fn not_understood(&mut self, n: usize, kind: &str, line: &str) {
+        self.error(
+            n,
+            format!("{kind} line not understood by this check: `{line}`"),
+        );
+    }
+
+    fn need_type(&mut self, n: usize, role: &str, name: &str) {
+        if !self.symbols.types.contains(name) {
+            self.error(n, format!("{role} `{name}` is not a type in {EXAMPLE}"));
+        }
+    }
+
+    fn class(&mut self, lines: &[(usize, &str)]) {
+        let mut body: Option<&str> = None;
+        for &(n, line) in lines {
+            if let Some(class) = body {
+                if line == "}" {
+                    body = None;
+                } else if line.starts_with("<<") && line.ends_with(">>") {
+                } else if line.contains('(') {
+                    self.member(n, class, line);
+                } else {
+                    self.error(
+                        n,
+                        format!(
+                            "class `{class}`: attribute `{line}` is not understood by this \
+                             check; name a method, or draw the field as a relation"
+                        ),
+                    );
+                }
+            } else if let Some(rest) = line.strip_prefix("class ") {
+                let (name, opens) = match rest.trim().strip_suffix('{') {
+                    Some(name) => (name.trim(), true),
+                    None => (rest.trim(), false),
+                };
+                if !is_ident(name) {
+                    self.not_understood(n, "classDiagram", line);
+                    continue;
+                }
+                self.need_type(n, "class", name);
+                if opens {
+                    body = Some(name);
+                }
+            } else if line.starts_with("direction ") || line.starts_with("note ") {
+            } else if let Some((a, b)) = class_relation(line) {
+                self.need_type(n, "class", a);
+                self.need_type(n, "class", b);
+            } else {
+                self.not_understood(n, "classDiagram", line);
+            }
+        }
+        if let Some(class) = body {
+            let last = lines.last().map_or(0, |l| l.0);
+            self.error(last, format!("class `{class}`: body not closed with `}}`"));
+        }
+    }
+
+    /// `+name(params) Return`: the method must be the class's; the return
+    /// type's names must be types.
+    fn member(&mut self, n: usize, class: &str, line: &str) {
+        let line = line.trim_start_matches(['+', '-', '#', '~']);
+        let name = ident_prefix(line);
+        if name.is_empty() || !line[name.len()..].starts_with('(') {
+            self.error(
+                n,
+                format!("class `{class}`: member `{line}` is not understood by this check"),
+            );
+            return;
+        }
+        if !self.symbols.fns.contains(name) {
+            self.error(
+                n,
+                format!("class `{class}` method `{name}` is not a fn in {EXAMPLE}"),
+            );
+        } else if !self.symbols.is_method(class, name) {
+            self.error(n, format!("class `{class}` method `{name}` is a fn, but not one of `{class}`'s in {EXAMPLE}"));
+        }
+        let Some(close) = line.rfind(')') else {
+            self.error(n, format!("class `{class}`: member `{line}` has no `)`"));
+            return;
+        };
+        let ret = line[close + 1..].trim().trim_end_matches(['$', '*']);
+        for word in ret
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+        {
+            if !self.symbols.types.contains(word)
+                && !PRIMITIVES.contains(&word)
+                && !STD_TYPES.contains(&word)
+            {
+                self.error(n, format!("class `{class}` method `{name}` returns `{word}`, which is not a type in {EXAMPLE}"));
+            }
+        }
+    }
+
+    fn sequence(&mut self, lines: &[(usize, &str)]) {
+        let mut blocks: Vec<(&str, usize)> = Vec::new();
+        for &(n, line) in lines {
+            let first = line.split_whitespace().next().unwrap_or("");
+            match first {
+                "autonumber" if line == "autonumber" => {}
+                "participant" | "actor" => {
+                    let name = line[first.len()..].trim();
+                    if name.contains(" as ") {
+                        self.error(n, format!("participant alias `{name}` is not understood by this check: the label would hide the name it checks"));
+                    } else if is_ident(name) {
+                        self.need_type(n, "sequence participant", name);
+                    } else {
+                        self.not_understood(n, "sequenceDiagram", line);
+                    }
+                }
+                "activate" | "deactivate" => {
+                    let name = line[first.len()..].trim();
+                    self.need_type(n, "sequence participant", name);
+                }
+                "loop" | "alt" | "opt" | "par" | "critical" | "break" | "rect" => {
+                    blocks.push((first, n))
+                }
+                "else" | "and" | "option" => {
+                    let opener = match first {
+                        "else" => "alt",
+                        "and" => "par",
+                        _ => "critical",
+                    };
+                    if blocks.last().map(|b| b.0) != Some(opener) {
+                        self.error(n, format!("`{first}` outside an `{opener}` block"));
+                    }
+                }
+                "end" if line == "end" => {
+                    if blocks.pop().is_none() {
+                        self.error(n, "`end` closes no block".into());
+                    }
+                }
+                "Note" | "note" => match note_participants(line) {
+                    Some(names) => {
+                        for name in names {
+                            self.need_type(n, "sequence participant", name);
+                        }
+                    }
+                    None => self.not_understood(n, "sequenceDiagram", line),
+                },
+                _ => match parse_message(line) {
+                    Some(m) => self.message(n, &m),
+                    None => self.not_understood(n, "sequenceDiagram", line),
+                },
+            }
+        }
+        for (kind, n) in blocks {
+            self.error(n, format!("`{kind}` block not closed with `end`"));
+        }
+    }
+
+    fn message(&mut self, n: usize, m: &Message) {
+        self.need_type(n, "sequence participant", m.from);
+        self.need_type(n, "sequence participant", m.to);
+        let name = ident_prefix(m.text);
+        let s = self.symbols;
+        if name.is_empty() {
+            self.error(
+                n,
+                format!("sequence message `{}` does not start with a name", m.text),
+            );
+        } else if m.reply {
+            if !s.types.contains(name) && !s.fns.contains(name) && !PRIMITIVES.contains(&name) {
+                self.error(
+                    n,
+                    format!("sequence reply `{name}` is not a type or fn in {EXAMPLE}"),
+                );
+            }
+        } else if !s.fns.contains(name) {
+            self.error(
+                n,
+                format!("sequence message `{name}` is not a fn in {EXAMPLE}"),
+            );
+        } else if s.types.contains(m.to) && !s.is_method(m.to, name) {
+            self.error(
+                n,
+                format!(
+                    "sequence message `{name}` is a fn, but not one of `{}`'s in {EXAMPLE}",
+                    m.to
+                ),
+            );
+        }
+    }
+
+    fn state(&mut self, lines: &[(usize, &str)]) {
+        for &(n, line) in lines {
+            if line.starts_with("direction ") {
+                continue;
+            }
+            if let Some(rest) = line
+                .strip_prefix("note left of ")
+                .or_else(|| line.strip_prefix("note right of "))
+            {
+                match rest.split_once(':') {
+                    Some((state, _)) => self.need_state(n, state.trim()),
+                    None => self.not_understood(n, "stateDiagram", line),
+                }
+                continue;
+            }
+            let Some((from, rest)) = line.split_once("-->") else {
+                self.not_understood(n, "stateDiagram", line);
+                continue;
+            };
+            let (to, label) = match rest.split_once(':') {
+                Some((to, label)) => (to, Some(label.trim())),
+                None => (rest, None),
+            };
+            let (from, to) = (from.trim(), to.trim());
+            let simple = |s: &str| s == "[*]" || is_ident(s);
+            if !simple(from) || !simple(to) {
+                self.not_understood(n, "stateDiagram", line);
+                continue;
+            }
+            for state in [from, to] {
+                if state != "[*]" {
+                    self.need_state(n, state);
+                }
+            }
+            if let Some(label) = label {
+                let name = ident_prefix(label);
+                if name.is_empty() {
+                    self.error(
+                        n,
+                        format!("state transition `{label}` does not start with a name"),
+                    );
+                } else if !self.symbols.fns.contains(name) {
+                    self.error(
+                        n,
+                        format!("state transition `{name}` is not a fn in {EXAMPLE}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn need_state(&mut self, n: usize, state: &str) {
+        if !self.symbols.variants.contains(state) {
+            self.error(
+                n,
+                format!("state `{state}` is not an enum variant in {EXAMPLE}"),
+            );
+        }
+    }
+}
+
+struct Message<'l> {
+    from: &'l str,
+    to: &'l str,
+    reply: bool,
+    text: &'l str,
+}
+
+/// Mermaid's sequence arrows, longest first so that a prefix never wins.
+const ARROWS: [&str; 10] = [
+    "<<-->>", "<<->>", "-->>", "->>", "--x", "--)", "-->", "-x", "-)", "->",
+];
+
+fn parse_message(line: &str) -> Option<Message<'_>> {
+    let from = ident_prefix(line);
+    let rest = line[from.len()..].trim_start();
+    let arrow = ARROWS.iter().find(|a| rest.starts_with(*a))?;
+    let rest = rest[arrow.len()..].trim_start();
+    let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+    let to = ident_prefix(rest);
+    let text = rest[to.len()..].trim_start().strip_prefix(':')?.trim();
+    if from.is_empty() || to.is_empty() {
+        return None;
+    }
+    Some(Message {
+        from,
+        to,
+        reply: arrow.starts_with("--") || arrow.starts_with("<<--"),
+        text,
+    })
+}
+
+/// `Note over A,B: text` and `Note left of A: text`: the participants.
+fn note_participants(line: &str) -> Option<Vec<&str>> {
+    let (head, _) = line.split_once(':')?;
+    let rest = head.split_once(' ')?.1.trim();
+    let names = ["over ", "left of ", "right of "]
+        .iter()
+        .find_map(|p| rest.strip_prefix(p))?;
+    let names: Vec<&str> = names.split(',').map(str::trim).collect();
+    names.iter().all(|n| is_ident(n)).then_some(names)
+}
+
+/// Mermaid's class relations.
+const RELATIONS: [&str; 14] = [
+    "<|--", "--|>", "*--", "--*", "o--", "--o", "-->", "<--", "..>", "<..", "..|>", "<|..", "--",
+    "..",
+];
+
+/// `A "1" *-- "many" B : label`: the two classes.
+fn class_relation(line: &str) -> Option<(&str, &str)> {
+    let head = line.split_once(" : ").map_or(line, |(h, _)| h);
+    let words: Vec<&str> = head
+        .split_whitespace()
+        .filter(|w| !(w.len() >= 2 && w.starts_with('"') && w.ends_with('"')))
+        .collect();
+    match words[..] {
+        [a, arrow, b] if is_ident(a) && is_ident(b) && RELATIONS.contains(&arrow) => Some((a, b)),
+        _ => None,
+    }
+}
+
+fn ident_prefix(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && ident_prefix(s) == s
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+}
+
+/// Every error in a chapter's diagrams, and the kinds of diagram it has.
+fn check_markdown(file: &str, markdown: &str, symbols: &Symbols) -> (Vec<String>, Vec<Kind>) {
+    let mut checker = Checker {
+        file,
+        symbols,
+        errors: Vec::new(),
+    };
+    let kinds = mermaid_blocks(markdown)
+        .iter()
+        .filter_map(|block| checker.diagram(block))
+        .collect();
+    (checker.errors, kinds)
+}
+
+fn read(rel: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn example_symbols() -> Symbols {
+    symbols(&read(EXAMPLE))
+}
+
+#[test]
+fn part3_diagrams_name_only_what_the_memory_manager_defines() {
+    let symbols = example_symbols();
+    let mut errors = Vec::new();
+    let mut kinds = Vec::new();
+    for chapter in CHAPTERS {
+        let (e, k) = check_markdown(chapter, &read(chapter), &symbols);
+        errors.extend(e);
+        kinds.extend(k);
+    }
+    assert!(errors.is_empty(), "\n{}", errors.join("\n"));
+    let count = |k: Kind| kinds.iter().filter(|&&x| x == k).count();
+    assert!(
+        kinds.len() >= 4 && count(Kind::Class) >= 1 && count(Kind::Sequence) >= 2 && count(Kind::State) >= 1,
+        "Part III needs a class diagram, two sequence diagrams and a state diagram; found {kinds:?}"
+    );
+    println!("{} diagrams checked: {kinds:?}", kinds.len());
+}
+
+#[test]
+fn a_wrong_name_fails_with_the_diagrams_file_and_line() {
+    let chapter = "# The flows\n\
+                   \n\
+                   Some prose.\n\
+                   \n\
+                   ```mermaid\n\
+                   sequenceDiagram\n    \
+                   participant Reservation\n    \
+                   participant MemoryManager\n    \
+                   Reservation->>MemoryManager: acquire_memory(id, bytes)\n\
+                   ```\n";
+    let (errors, kinds) = check_markdown("src/part3-flows.md", chapter, &example_symbols());
+    assert_eq!(
+        errors,
+        ["src/part3-flows.md:9: sequence message `acquire_memory` is not a fn in examples/memory_manager.rs"]
+    );
+    assert_eq!(kinds, [Kind::Sequence]);
+}
+
+#[test]
+fn a_fn_of_another_type_is_not_a_message_to_this_one() {
+    let chapter = "```mermaid\nsequenceDiagram\n    MemoryManager->>Reservation: try_reserve(id, bytes)\n```\n";
+    let (errors, _) = check_markdown("x.md", chapter, &example_symbols());
+    assert_eq!(
+        errors,
+        ["x.md:3: sequence message `try_reserve` is a fn, but not one of `Reservation`'s in examples/memory_manager.rs"]
+    );
+}
+
+#[test]
+fn wrong_classes_methods_states_and_transitions_are_named_with_their_lines() {
+    let chapter = "```mermaid\n\
+                   classDiagram\n    \
+                   class MemoryManagr\n    \
+                   class Reservation {\n        \
+                   +acquire(bytes) Grant\n        \
+                   +acquire_more(bytes) Grant\n        \
+                   +release(bytes) Bytes\n    \
+                   }\n    \
+                   Reservation --> Ledgr : owns\n\
+                   ```\n\
+                   \n\
+                   ```mermaid\n\
+                   stateDiagram-v2\n    \
+                   [*] --> Empty : register\n    \
+                   Empty --> Spilled : begin_spill\n    \
+                   Empty --> Reserved : reserve\n\
+                   ```\n";
+    let (errors, kinds) = check_markdown("c.md", chapter, &example_symbols());
+    assert_eq!(
+        errors,
+        [
+            "c.md:3: class `MemoryManagr` is not a type in examples/memory_manager.rs",
+            "c.md:6: class `Reservation` method `acquire_more` is not a fn in examples/memory_manager.rs",
+            "c.md:7: class `Reservation` method `release` returns `Bytes`, which is not a type in examples/memory_manager.rs",
+            "c.md:9: class `Ledgr` is not a type in examples/memory_manager.rs",
+            "c.md:15: state `Spilled` is not an enum variant in examples/memory_manager.rs",
+            "c.md:16: state transition `reserve` is not a fn in examples/memory_manager.rs",
+        ]
+    );
+    assert_eq!(kinds, [Kind::Class, Kind::State]);
+}
+
+#[test]
+fn syntax_the_check_does_not_understand_is_an_error_not_a_pass() {
+    let cases = [
+        (
+            "flowchart LR\n    A --> B",
+            "`flowchart LR` diagrams are not understood",
+        ),
+        (
+            "sequenceDiagram\n    participant M as MemoryManager",
+            "participant alias `M as MemoryManager`",
+        ),
+        (
+            "sequenceDiagram\n    box Aqua Group\n    end",
+            "line not understood by this check: `box Aqua Group`",
+        ),
+        (
+            "sequenceDiagram\n    loop forever",
+            "`loop` block not closed with `end`",
+        ),
+        ("sequenceDiagram\n    else", "`else` outside an `alt` block"),
+        (
+            "classDiagram\n    class Ledger {\n        +budget u64\n    }",
+            "attribute `+budget u64` is not understood",
+        ),
+        (
+            "classDiagram\n    Ledger <--> Account",
+            "line not understood by this check: `Ledger <--> Account`",
+        ),
+        (
+            "stateDiagram-v2\n    state Empty {\n    }",
+            "line not understood by this check: `state Empty {`",
+        ),
+        (
+            "stateDiagram-v2\n    Empty --> Reserved --> Spilling",
+            "line not understood",
+        ),
+    ];
+    let symbols = example_symbols();
+    for (diagram, want) in cases {
+        let chapter = format!("```mermaid\n{diagram}\n```\n");
+        let (errors, _) = check_markdown("s.md", &chapter, &symbols);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("s.md:") && e.contains(want)),
+            "for\n{diagram}\nexpected an error containing {want:?}, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn other_code_blocks_and_indented_fences_are_not_diagrams() {
+    let chapter = "````text\n```mermaid\nflowchart LR\n```\n````\n\n    ```mermaid\n    flowchart LR\n    ```\n";
+    let (errors, kinds) = check_markdown("t.md", chapter, &example_symbols());
+    assert_eq!((errors.len(), kinds.len()), (0, 0), "{errors:?}");
+}
+
+#[test]
+fn names_come_from_the_code_not_from_comments_strings_or_tests() {
+    let src = r##"
+        // fn in_comment() {}
+        /* struct InBlockComment; /* nested */ fn in_block() {} */
+        const S: &str = "fn in_string() { enum InString { X } }";
+        const R: &str = r#"fn in_raw() {"#;
+        const C: char = '{';
+        pub trait Spill { fn spill(&self) -> u64; fn name(&self) -> &str; }
+        pub struct Buffer<'a> { bytes: &'a [u8] }
+        impl<'a> Buffer<'a> { pub fn push(&mut self, x: impl Into<u8>) { let _ = x; } }
+        impl fmt::Display for Phase { fn fmt(&self) {} }
+        impl Spill for Buffer<'_> { fn spill(&self) -> u64 { 0 } fn name(&self) -> &str { "b" } }
+        pub enum Phase { Empty, #[allow(dead_code)] Full(Vec<(u8, u8)>), Spilling { at: u64, by: u64 } }
+        fn free() {}
+        #[cfg(test)]
+        mod tests { fn only_in_tests() {} struct TestOnly; }
+    "##;
+    let s = symbols(src);
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(s.types, set(&["Buffer", "Phase", "Spill"]));
+    assert_eq!(s.variants, set(&["Empty", "Full", "Spilling"]));
+    assert_eq!(s.fns, set(&["fmt", "free", "name", "push", "spill"]));
+    assert_eq!(s.methods["Buffer"], set(&["name", "push", "spill"]));
+    assert_eq!(s.methods["Spill"], set(&["name", "spill"]));
+    assert_eq!(s.methods["Phase"], set(&["fmt"]));
+    assert!(!s.methods.contains_key("Into"), "{:?}", s.methods);
+}
+
+#[test]
+fn the_example_s_names_are_found() {
+    let s = example_symbols();
+    for ty in [
+        "MemoryManager",
+        "Reservation",
+        "Ledger",
+        "MemoryConsumer",
+        "LinearMemory",
+        "WasmInstance",
+    ] {
+        assert!(s.types.contains(ty), "{ty} missing from {:?}", s.types);
+    }
+    for v in ["Empty", "Reserved", "Spilling"] {
+        assert!(s.variants.contains(v), "{v} missing from {:?}", s.variants);
+    }
+    assert!(s.is_method("MemoryManager", "acquire"));
+    assert!(s.is_method("Ledger", "try_reserve"));
+    assert!(s.is_method("MemoryConsumer", "spill"));
+    assert!(s.is_method("SpillableBuffer", "spill"));
+    assert!(s.is_method("Reservation", "drop"));
+    assert!(
+        !s.fns
+            .contains("the_book_shows_the_scenario_output_as_it_is"),
+        "test fns are excluded"
+    );
+}

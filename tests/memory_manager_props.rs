@@ -1,0 +1,419 @@
+//! Property tests and a threaded stress test for `examples/memory_manager.rs`.
+//!
+//! The example is pulled in as a module, so these tests see exactly the code
+//! the book shows. (Its own unit tests come along and run here too.)
+
+#[allow(dead_code)]
+#[path = "../examples/memory_manager.rs"]
+mod memory_manager;
+
+use memory_manager::{
+    Config, Grant, Holding, Limits, MemoryConsumer, MemoryError, MemoryManager, Reservation,
+    WasmInstance, WASM_PAGE,
+};
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use std::collections::BTreeMap;
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::time::Duration;
+
+const KIB: u64 = 1024;
+
+/// A consumer that knows how much it holds, and spills it if allowed.
+struct Held {
+    name: String,
+    reservation: Reservation,
+    held: Mutex<u64>,
+    spillable: bool,
+}
+
+impl Held {
+    fn new(manager: &Arc<MemoryManager>, name: &str, spillable: bool) -> Arc<Held> {
+        Arc::new_cyclic(|me: &Weak<Held>| {
+            let me: Weak<dyn MemoryConsumer> = me.clone();
+            Held {
+                name: name.to_owned(),
+                reservation: manager.register(name, me),
+                held: Mutex::new(0),
+                spillable,
+            }
+        })
+    }
+
+    fn take(&self, bytes: u64) -> Result<Grant, MemoryError> {
+        // No lock of ours is held across acquire: our own spill takes it.
+        let grant = self.reservation.acquire(bytes)?;
+        *self.held.lock().expect("lock") += bytes;
+        Ok(grant)
+    }
+
+    fn give(&self, bytes: u64) -> Result<u64, MemoryError> {
+        let mut held = self.held.lock().expect("lock");
+        let returned = self.reservation.release(bytes)?;
+        *held -= bytes;
+        Ok(returned)
+    }
+
+    fn held(&self) -> u64 {
+        *self.held.lock().expect("lock")
+    }
+}
+
+impl MemoryConsumer for Held {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn spill(&self, bytes: u64) -> u64 {
+        if !self.spillable {
+            return 0;
+        }
+        let mut held = self.held.lock().expect("lock");
+        let freed = bytes.min(*held);
+        match self.reservation.release(freed) {
+            Ok(_) => {
+                *held -= freed;
+                freed
+            }
+            Err(_) => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Take(usize, u64),
+    Give(usize, u64),
+    Spill(usize, u64),
+    Heap(u64),
+    Grow(u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, 0..600 * KIB).prop_map(|(c, b)| Op::Take(c, b)),
+        2 => (0..3usize, 0..400 * KIB).prop_map(|(c, b)| Op::Give(c, b)),
+        1 => (0..3usize, 0..400 * KIB).prop_map(|(c, b)| Op::Spill(c, b)),
+        1 => (0..1300 * KIB).prop_map(Op::Heap),
+        1 => (0..8u32).prop_map(Op::Grow),
+    ]
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        0..=100u64,
+        prop_oneof![Just(1u64), Just(4096), Just(64 * KIB)],
+        0.1..=1.0f64,
+    )
+        .prop_map(|(growth_pct, granule, fraction)| Config {
+            total: 2 * 1024 * KIB,
+            reserved_overhead: 300 * KIB,
+            fraction,
+            growth_pct,
+            granule,
+        })
+}
+
+/// `used` per consumer, by name.
+fn used(holdings: &[Holding]) -> BTreeMap<String, u64> {
+    holdings
+        .iter()
+        .map(|h| (h.consumer.clone(), h.used))
+        .collect()
+}
+
+fn released_by(spills: &[memory_manager::SpillReport]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for s in spills {
+        *m.entry(s.consumer.clone()).or_insert(0) += s.released;
+    }
+    m
+}
+
+/// After a request that spilled `spills` (and, if it succeeded, added
+/// `extra` to `requester`), every consumer's use must have changed by
+/// exactly that, and every honest spill must have freed what it reported.
+fn check_spill_accounting(
+    before: &[Holding],
+    after: &[Holding],
+    spills: &[memory_manager::SpillReport],
+    requester: &str,
+    extra: u64,
+) -> Result<(), TestCaseError> {
+    let released = released_by(spills);
+    let (before, after) = (used(before), used(after));
+    for (name, was) in &before {
+        let freed = released.get(name).copied().unwrap_or(0);
+        let added = if name == requester { extra } else { 0 };
+        prop_assert_eq!(after[name], was - freed + added, "{}", name);
+    }
+    for s in spills {
+        prop_assert_eq!(
+            s.reported,
+            s.released,
+            "an honest spill frees what it reports"
+        );
+    }
+    Ok(())
+}
+
+fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
+    let manager = MemoryManager::new(config).map_err(TestCaseError::fail)?;
+    let consumers = [
+        Held::new(&manager, "a", true),
+        Held::new(&manager, "b", true),
+        Held::new(&manager, "pinned", false),
+    ];
+    let wasm = WasmInstance::new(&manager, "wasm", 32);
+    for op in ops {
+        let (before, limits_before) = (manager.holdings(), manager.limits());
+        let pages_before = wasm.pages();
+        match *op {
+            Op::Take(c, bytes) => {
+                let who = &consumers[c];
+                match who.take(bytes) {
+                    Ok(g) => {
+                        // Growth is checked against the budget; use inside an
+                        // existing reservation is not, even if the heap grew
+                        // since it was granted.
+                        let l = manager.limits();
+                        if g.grown > 0 {
+                            prop_assert!(l.off_heap_used + l.heap_in_use <= l.budget);
+                        }
+                        prop_assert!(g.used <= g.reserved);
+                        check_spill_accounting(
+                            &before,
+                            &manager.holdings(),
+                            &g.spills,
+                            &who.name,
+                            bytes,
+                        )?;
+                    }
+                    Err(MemoryError::TooLarge { .. }) => {
+                        prop_assert!(bytes > limits_before.off_heap_limit());
+                        prop_assert_eq!(manager.holdings(), before, "nobody spilled");
+                        prop_assert_eq!(manager.limits(), limits_before);
+                    }
+                    Err(MemoryError::OverBudget { spills, .. }) => {
+                        check_spill_accounting(
+                            &before,
+                            &manager.holdings(),
+                            &spills,
+                            &who.name,
+                            0,
+                        )?;
+                        // Whoever was not asked to spill kept its reservation.
+                        let asked = released_by(&spills);
+                        for (b, a) in before.iter().zip(manager.holdings()) {
+                            if !asked.contains_key(&b.consumer) {
+                                prop_assert_eq!(b, &a);
+                            }
+                        }
+                    }
+                    Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                }
+            }
+            Op::Give(c, bytes) => match consumers[c].give(bytes) {
+                Ok(_) => {
+                    let mut want = used(&before);
+                    *want.entry(consumers[c].name.clone()).or_default() -= bytes;
+                    prop_assert_eq!(used(&manager.holdings()), want);
+                }
+                Err(MemoryError::ReleaseTooLarge { used, .. }) => {
+                    prop_assert!(bytes > used);
+                    prop_assert_eq!(
+                        manager.holdings(),
+                        before,
+                        "a failed release changes nothing"
+                    );
+                    prop_assert_eq!(manager.limits(), limits_before);
+                }
+                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+            },
+            Op::Spill(c, bytes) => {
+                let who = &consumers[c];
+                let was = who.reservation.used();
+                let freed = who.spill(bytes);
+                prop_assert_eq!(
+                    who.reservation.used(),
+                    was - freed,
+                    "spill frees what it reports"
+                );
+            }
+            Op::Heap(bytes) => {
+                manager.set_heap_in_use(bytes);
+                prop_assert_eq!(manager.holdings(), before);
+            }
+            Op::Grow(delta) => {
+                let wasm_used = wasm.reservation().used();
+                match wasm.memory_grow(delta) {
+                    -1 => {
+                        prop_assert_eq!(wasm.pages(), pages_before);
+                        prop_assert_eq!(wasm.reservation().used(), wasm_used);
+                    }
+                    old => {
+                        prop_assert_eq!(old, pages_before as i32);
+                        prop_assert_eq!(wasm.pages(), pages_before + delta);
+                        prop_assert_eq!(
+                            wasm.reservation().used(),
+                            wasm_used + u64::from(delta) * WASM_PAGE as u64
+                        );
+                    }
+                }
+            }
+        }
+        manager.check_invariants().map_err(TestCaseError::fail)?;
+        let l: Limits = manager.limits();
+        prop_assert!(l.off_heap_used <= l.budget, "usage never passes the budget");
+        for c in &consumers {
+            prop_assert_eq!(c.held(), c.reservation.used(), "{}", c.name);
+        }
+    }
+    drop(consumers);
+    drop(wasm);
+    prop_assert_eq!(
+        manager.limits().off_heap_used,
+        0,
+        "dropping returns everything"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // An integration test has no lib.rs for proptest to find: name the file.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/memory_manager_props.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Random acquire/release/spill/heap/grow sequences from four
+    /// consumers: after every step, the ledger's invariants hold, usage is
+    /// within the budget, failures change nothing but the spills they
+    /// report, and spills free what they report.
+    #[test]
+    fn random_sequences_keep_the_ledger_consistent(
+        config in config(),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        run_ops(config, &ops)?;
+    }
+}
+
+/// A small, seeded generator, so that the stress test needs no crate and
+/// each thread's sequence can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Four threads take, give and spill against one manager while a fifth
+/// checks the invariants; a sixth moves the heap. A deadlock fails the test
+/// after the timeout instead of hanging it.
+#[test]
+fn four_threads_share_one_manager_without_deadlock() {
+    const THREADS: u64 = 4;
+    const OPS: u64 = 3000;
+    let (done, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = (|| -> Result<String, String> {
+            let manager = MemoryManager::new(Config::default())?;
+            let consumers: Vec<Arc<Held>> = (0..THREADS)
+                .map(|i| Held::new(&manager, &format!("t{i}"), true))
+                .collect();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let auditor = {
+                let (manager, stop) = (Arc::clone(&manager), Arc::clone(&stop));
+                std::thread::spawn(move || -> Result<u64, String> {
+                    let mut checks = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        manager.check_invariants()?;
+                        checks += 1;
+                    }
+                    Ok(checks)
+                })
+            };
+            let heap = {
+                let (manager, stop) = (Arc::clone(&manager), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut rng = XorShift(0x5eed);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        manager.set_heap_in_use(rng.below(3072) * KIB);
+                        std::thread::yield_now();
+                    }
+                })
+            };
+            let workers: Vec<_> = consumers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let c = Arc::clone(c);
+                    std::thread::spawn(move || {
+                        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1));
+                        let (mut granted, mut refused, mut spills) = (0u64, 0u64, 0u64);
+                        for _ in 0..OPS {
+                            match rng.below(4) {
+                                0 | 1 => match c.take(rng.below(1024) * KIB) {
+                                    Ok(g) => {
+                                        granted += 1;
+                                        spills += g.spills.len() as u64;
+                                    }
+                                    Err(_) => refused += 1,
+                                },
+                                2 => {
+                                    let bytes = rng.below(c.held() + 1);
+                                    let _ = c.give(bytes);
+                                }
+                                _ => {
+                                    c.spill(rng.below(256) * KIB);
+                                }
+                            }
+                        }
+                        (granted, refused, spills)
+                    })
+                })
+                .collect();
+            let mut totals = (0, 0, 0);
+            for w in workers {
+                let (g, r, s) = w.join().map_err(|_| "a worker panicked")?;
+                totals = (totals.0 + g, totals.1 + r, totals.2 + s);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            heap.join().map_err(|_| "the heap thread panicked")?;
+            let checks = auditor.join().map_err(|_| "the auditor panicked")??;
+            manager.check_invariants()?;
+            for c in &consumers {
+                if c.held() != c.reservation.used() {
+                    return Err(format!(
+                        "{} holds {} but uses {}",
+                        c.name,
+                        c.held(),
+                        c.reservation.used()
+                    ));
+                }
+            }
+            drop(consumers);
+            if manager.limits().off_heap_used != 0 {
+                return Err("dropping every consumer did not empty the pool".into());
+            }
+            Ok(format!(
+                "{} granted ({} spills asked for), {} refused, {checks} invariant checks meanwhile",
+                totals.0, totals.2, totals.1
+            ))
+        })();
+        let _ = done.send(result);
+    });
+    match wait.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(summary)) => println!("{summary}"),
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("no answer in 60 s: deadlock or livelock"),
+    }
+}
