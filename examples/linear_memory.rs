@@ -1078,8 +1078,35 @@ mod tests {
             }
         }
 
+        /// Runs the test `name` of this module again, alone, in a child
+        /// process, where no other test thread maps memory meanwhile.
+        /// Returns true in the parent (the child has passed), false in the
+        /// child, which goes on to run the test's body.
+        fn rerun_alone(name: &str) -> bool {
+            if std::env::var_os("DMB_ALONE").is_some() {
+                return false;
+            }
+            // libtest names tests by module path without the crate name.
+            let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+            let exe = std::env::current_exe().expect("the test binary");
+            let out = std::process::Command::new(exe)
+                .args([&format!("{module}::{name}"), "--exact", "--test-threads=1"])
+                .env("DMB_ALONE", "1")
+                .output()
+                .expect("run the test alone");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{name} alone:\n{text}"
+            );
+            true
+        }
+
         #[test]
         fn remap_extends_in_place_when_the_next_range_is_free() {
+            if rerun_alone("remap_extends_in_place_when_the_next_range_is_free") {
+                return;
+            }
             // The kernel places new mappings top-down, right below the last
             // one, so the range after a fresh memory is usually taken. Make
             // it free: map a scratch region, let the memory land right below
