@@ -27,6 +27,9 @@ fn main() {
     // examples re-run this script too.
     println!("cargo::rerun-if-changed=src");
     println!("cargo::rerun-if-changed=examples");
+    // Part IV's chapters include bench code, and the tables that
+    // `cargo xtask bench` writes to benches/results/.
+    println!("cargo::rerun-if-changed=benches");
 
     let chapters = markdown_files(&src_dir);
     let mut expanded_paths = Vec::new();

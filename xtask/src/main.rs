@@ -4,8 +4,10 @@
 //! per-user folder first, so a fresh clone needs nothing but a Rust toolchain
 //! (and, for `test`, Chromium, which CI installs itself).
 
+mod bench;
 mod blocks;
 mod browser;
+mod charts;
 mod links;
 mod process;
 #[cfg(test)]
@@ -30,7 +32,10 @@ tasks:
   build           build the book into book/
   serve           serve the book on http://localhost:3000, rebuilding on change
   test            run every check: cargo test, clippy, mdbook build, mdbook test,
-                  the link check and the headless Chromium check";
+                  the link check and the headless Chromium check
+  bench           run the book's benches and redraw src/charts/*.svg and
+                  benches/results/*; `bench --quick` checks that pipeline fast,
+                  writing only under target/xtask/bench-quick/";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
         Some("build") => build(&root),
         Some("serve") => serve(&root),
         Some("test") => steps::test_all(&root),
+        Some("bench") => bench::bench(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -54,6 +54,13 @@
         " " + d.theme + " " + d.error);
     });
     lines.push("search " + found + " " + searchNote);
+    // Every image (the charts) must have loaded and decoded to a real size.
+    Array.prototype.forEach.call(document.images, function (img) {
+      if (!img.complete || img.naturalWidth === 0) {
+        note("image not drawn", img.getAttribute("src") + " (complete " + img.complete +
+          ", naturalWidth " + img.naturalWidth + ")");
+      }
+    });
     errors.forEach(function (e) { lines.push("error " + e); });
     lines.push("done");
     var pre = document.createElement("pre");

@@ -64,7 +64,7 @@ pub struct Tally {
 
 type Step = fn(&Book, &mut Tally) -> Result<()>;
 
-const STEPS: [(&str, Step); 7] = [
+const STEPS: [(&str, Step); 8] = [
     ("cargo test", cargo_test),
     ("cargo clippy", clippy),
     ("mdbook build", mdbook_build),
@@ -72,6 +72,7 @@ const STEPS: [(&str, Step); 7] = [
     ("link check", link_check),
     ("browser check", browser_check),
     ("valgrind", valgrind_step),
+    ("bench pipeline (quick)", crate::bench::quick_step),
 ];
 
 pub fn test_all(root: &Path) -> Result<()> {
