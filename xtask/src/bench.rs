@@ -7,6 +7,9 @@
 //! - `--quick` checks the pipeline, not the numbers: criterion's `--quick`,
 //!   fewer sizes, and every output under `target/xtask/bench-quick/`, never
 //!   over the committed files. `cargo xtask test` runs it as a step.
+//! - `--redraw` measures nothing: it redraws the charts and tables from the
+//!   last full run's results (criterion's files, and the machine and page
+//!   faults that run saved next to them), after a change to the drawing.
 //!
 //! Criterion writes one `new/estimates.json` per benchmark under its home
 //! (`CRITERION_HOME`, here a scratch folder that each run empties first), next
@@ -26,6 +29,8 @@ use crate::{run_recorded, tools, Result};
 pub enum Mode {
     Full,
     Quick,
+    /// The full run's outputs, from its saved results: no benchmark runs.
+    Redraw,
 }
 
 /// The benches this task knows, in the order it runs them.
@@ -61,7 +66,7 @@ pub struct Dirs {
 impl Dirs {
     fn new(root: &Path, mode: Mode) -> Dirs {
         match mode {
-            Mode::Full => Dirs {
+            Mode::Full | Mode::Redraw => Dirs {
                 criterion: root.join("target/xtask/bench/criterion"),
                 charts: root.join("src/charts"),
                 results: root.join("benches/results"),
@@ -83,9 +88,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mode = match args {
         [] => Mode::Full,
         [flag] if flag == "--quick" => Mode::Quick,
+        [flag] if flag == "--redraw" => Mode::Redraw,
         _ => {
             return Err(format!(
-                "usage: cargo xtask bench [--quick]\nunexpected argument(s): {}",
+                "usage: cargo xtask bench [--quick | --redraw]\nunexpected argument(s): {}",
                 args.join(" ")
             )
             .into())
@@ -112,13 +118,28 @@ pub struct Written {
 fn pipeline(root: &Path, cargo_target: &Path, mode: Mode, quiet: bool) -> Result<Written> {
     let started = Instant::now();
     let dirs = Dirs::new(root, mode);
-    if dirs.criterion.exists() {
-        std::fs::remove_dir_all(&dirs.criterion)?;
-    }
+    let machine_file = dirs.criterion.join("machine.txt");
+    let machine = if mode == Mode::Redraw {
+        let text = std::fs::read_to_string(&machine_file).map_err(|e| {
+            format!(
+                "--redraw needs a full run's results: {}: {e}",
+                machine_file.display()
+            )
+        })?;
+        Machine::parse(&text)
+            .ok_or_else(|| format!("{}: not a machine description", machine_file.display()))?
+    } else {
+        if dirs.criterion.exists() {
+            std::fs::remove_dir_all(&dirs.criterion)?;
+        }
+        Machine::here(mode)
+    };
     for dir in [&dirs.criterion, &dirs.charts, &dirs.results] {
         std::fs::create_dir_all(dir)?;
     }
-    let machine = Machine::here(mode);
+    if mode != Mode::Redraw {
+        std::fs::write(&machine_file, machine.to_text())?;
+    }
     eprintln!("xtask bench: {} ({mode:?})", machine.line());
     let mut written = Written {
         files: Vec::new(),
@@ -135,7 +156,16 @@ fn pipeline(root: &Path, cargo_target: &Path, mode: Mode, quiet: bool) -> Result
             continue;
         }
         let t = Instant::now();
-        let stdout = run_bench(root, cargo_target, &dirs, spec, mode, quiet)?;
+        // The bench's stdout has the page-fault lines; a redraw reads the
+        // copy the run saved.
+        let saved = dirs.criterion.join(format!("{}.stdout.txt", spec.name));
+        let stdout = if mode == Mode::Redraw {
+            std::fs::read_to_string(&saved).unwrap_or_default()
+        } else {
+            let stdout = run_bench(root, cargo_target, &dirs, spec, mode, quiet)?;
+            std::fs::write(&saved, &stdout)?;
+            stdout
+        };
         let results = Results::read(&dirs.criterion, spec.name, &stdout)?;
         if results.estimates.is_empty() {
             return Err(format!(
@@ -775,6 +805,30 @@ impl Machine {
         }
     }
 
+    /// The machine as the run saved it, for `--redraw`.
+    fn to_text(&self) -> String {
+        format!(
+            "cpu {}\ncores {}\nkernel {}\nrustc {}\ndate {}\n",
+            self.cpu, self.cores, self.kernel, self.rustc, self.date
+        )
+    }
+
+    fn parse(text: &str) -> Option<Machine> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .map(str::to_owned)
+        };
+        Some(Machine {
+            cpu: field("cpu")?,
+            cores: field("cores")?.parse().ok()?,
+            kernel: field("kernel")?,
+            rustc: field("rustc")?,
+            date: field("date")?,
+            mode: Mode::Full,
+        })
+    }
+
     fn line(&self) -> String {
         format!(
             "{}, {} cores, {}, {}, {}",
@@ -1066,6 +1120,21 @@ mod tests {
         assert_eq!(sig2(-0.0567), "-0.057");
         assert_eq!(group_digits(1_000_000), "1,000,000");
         assert_eq!(group_digits(100), "100");
+    }
+
+    #[test]
+    fn a_saved_machine_reads_back() {
+        let machine = Machine {
+            cpu: "Intel(R) Xeon(R) Processor".into(),
+            cores: 2,
+            kernel: "Linux 6.18".into(),
+            rustc: "rustc 1.95.0".into(),
+            date: "2026-11-26".into(),
+            mode: Mode::Full,
+        };
+        let back = Machine::parse(&machine.to_text()).unwrap();
+        assert_eq!(back.line(), machine.line());
+        assert!(Machine::parse("cpu x\n").is_none());
     }
 
     /// A fake criterion home with every dynamic_buffers result: the tables

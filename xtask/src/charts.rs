@@ -86,7 +86,9 @@ fn draw_svg(path: &Path, chart: &Chart) -> std::result::Result<(), String> {
     let (y_min, y_max) = bounds(points.iter().map(|p| p.1));
     let entries = chart.series.len() + usize::from(chart.reference.is_some());
     let legend_share = (24.0 + 20.0 * entries as f64) / PLOT_HEIGHT;
-    let lo = (y_min / 2.0).log10();
+    // Down to the power of ten below the data, so the lowest values have a
+    // labelled line under them.
+    let lo = (y_min / 1.2).log10().floor();
     let data_hi = (y_max * 1.6).log10();
     let hi = lo + (data_hi - lo) / (1.0 - legend_share).max(0.3);
     let y_range = 10f64.powf(lo)..10f64.powf(hi);

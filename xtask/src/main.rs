@@ -35,7 +35,8 @@ tasks:
                   the link check and the headless Chromium check
   bench           run the book's benches and redraw src/charts/*.svg and
                   benches/results/*; `bench --quick` checks that pipeline fast,
-                  writing only under target/xtask/bench-quick/";
+                  writing only under target/xtask/bench-quick/; `bench --redraw`
+                  redraws them from the last full run without measuring";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
