@@ -708,11 +708,39 @@ fn report_memory_grow(r: &Results, machine: &Machine, dirs: &Dirs) -> Result<Vec
         }
         md.push('\n');
     }
+    write_targets(&mut md, r, &sizes);
     let table = dirs.results.join("memory_grow.md");
     std::fs::write(&table, md)?;
     let csv = dirs.results.join("memory_grow.csv");
     std::fs::write(&csv, r.csv())?;
     Ok(vec![chart, table, csv])
+}
+
+/// Part I's speed targets: the most each in-place strategy may cost, as a
+/// multiple of `floor` measured in the same run, at the largest P.
+const MG_TARGETS: [(&str, f64); 3] = [("reserved", 1.15), ("remap", 1.6), ("relocate", 3.0)];
+
+fn write_targets(md: &mut String, r: &Results, sizes: &[u64]) {
+    let Some(&p) = sizes.iter().max() else { return };
+    let _ = writeln!(
+        md,
+        "\nThe targets, at P = {}, as multiples of `floor` in this run:\n",
+        group_digits(p)
+    );
+    md.push_str("| strategy | target | measured | met? |\n| --- | ---: | ---: | --- |\n");
+    for (f, limit) in MG_TARGETS {
+        let (measured, met) = match (r.get(f, p), r.get("floor", p)) {
+            (Some(e), Some(floor)) => {
+                let ratio = e.mean_ns / floor.mean_ns;
+                (
+                    format!("{}×", sig3(ratio)),
+                    if ratio <= limit { "yes" } else { "**no**" },
+                )
+            }
+            _ => ("-".to_owned(), "not measured"),
+        };
+        let _ = writeln!(md, "| `{f}` | ≤ {limit}× | {measured} | {met} |");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -145,8 +145,12 @@ pub fn check_pages(
 }
 
 fn load_page(chromium: &Path, port: u16, page: &Path, theme: &str) -> Result<PageReport> {
+    // A fresh profile per load. Checks may run concurrently in one process
+    // (the self-tests do), so the name needs more than the pid and the page.
+    static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let load = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let profile = std::env::temp_dir().join(format!(
-        "xtask-chromium-{}-{}",
+        "xtask-chromium-{}-{load}-{}",
         std::process::id(),
         page.display().to_string().replace(['/', '\\'], "_") + "-" + theme
     ));

@@ -160,3 +160,20 @@ fn a_broken_diagram_fails_naming_the_chapter_and_block() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_chart_that_does_not_draw_fails_naming_the_chapter() -> Result<()> {
+    let book = copy_book("chart")?;
+    // An SVG that exists (so the link check passes) but is not an image.
+    std::fs::write(book.root.join("src/charts/memory_grow.svg"), "not an svg")?;
+    steps::mdbook_build(&book, &mut Tally::default())?;
+    expect_failure(
+        steps::browser_check(&book, &mut Tally::default()),
+        &[
+            "src/part4-memory-growth.md",
+            "image not drawn",
+            "charts/memory_grow.svg",
+        ],
+    );
+    Ok(())
+}

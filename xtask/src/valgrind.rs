@@ -19,7 +19,8 @@ const RUNS: [(&str, &[&str], &str); 2] = [
             "--copy-pages",
             "16",
         ],
-        "every strategy and path (commit, relocate, mremap in place and moved, copy) \
+        "every strategy (commit, relocation, mremap in place, copy; `Moved` does not occur \
+         under valgrind, whose mappings are placed differently) \
          at 64 pages; memcheck models the 4 GiB PROT_NONE reservation, but \
          page-by-page growth to 16384 pages takes minutes under it",
     ),
