@@ -54,27 +54,20 @@ pub fn count(markdown: &str) -> (usize, usize) {
 
 /// Counts the blocks of every chapter under `dir` (mdBook's markdown output).
 pub fn count_dir(dir: &Path) -> Result<Vec<ChapterBlocks>> {
-    let mut chapters = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let (rust, mermaid) = count(&text);
-                chapters.push(ChapterBlocks {
-                    chapter: path.strip_prefix(dir)?.to_path_buf(),
-                    rust,
-                    mermaid,
-                });
-            }
-        }
-    }
-    chapters.sort_by(|a, b| a.chapter.cmp(&b.chapter));
-    Ok(chapters)
+    crate::files_with_extension(dir, "md")?
+        .into_iter()
+        .map(|chapter| {
+            let path = dir.join(&chapter);
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (rust, mermaid) = count(&text);
+            Ok(ChapterBlocks {
+                chapter,
+                rust,
+                mermaid,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub struct BrokenLink {
 
 /// Every `<a href>` in every page under `site` whose target page or fragment is missing.
 pub fn check_fragments(site: &Path) -> Result<(usize, Vec<BrokenLink>)> {
-    let pages = html_pages(site)?;
+    let pages = crate::files_with_extension(site, "html")?;
     let mut ids: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     let mut texts = BTreeMap::new();
     for page in &pages {
@@ -58,23 +58,6 @@ pub fn check_fragments(site: &Path) -> Result<(usize, Vec<BrokenLink>)> {
         }
     }
     Ok((checked, broken))
-}
-
-fn html_pages(site: &Path) -> Result<Vec<PathBuf>> {
-    let mut pages = Vec::new();
-    let mut pending = vec![site.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "html") {
-                pages.push(path.strip_prefix(site)?.to_path_buf());
-            }
-        }
-    }
-    pages.sort();
-    Ok(pages)
 }
 
 /// The values of `name="..."` attributes, HTML-unescaped for `&amp;`-style entities.

@@ -532,22 +532,8 @@ fn is_chapter_page(page: &Path) -> bool {
 /// Every HTML page of the site except `toc.html`, the no-JavaScript sidebar
 /// fallback, which has no scripts to check.
 fn site_pages(site: &Path) -> Result<Vec<PathBuf>> {
-    let mut pages = Vec::new();
-    let mut pending = vec![site.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "html") {
-                let rel = path.strip_prefix(site)?.to_path_buf();
-                if rel != Path::new("toc.html") {
-                    pages.push(rel);
-                }
-            }
-        }
-    }
-    pages.sort();
+    let mut pages = crate::files_with_extension(site, "html")?;
+    pages.retain(|p| p != Path::new("toc.html"));
     if pages.is_empty() {
         return Err(format!("{} has no pages: did mdbook build run?", site.display()).into());
     }
