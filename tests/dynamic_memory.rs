@@ -289,6 +289,21 @@ mod suite {
         LinearMemory::new(0, None, strategy).map_err(|e| e.to_string())
     }
 
+    /// Grows an empty memory one step at a time to `pages`, writing each
+    /// step's pattern as it goes.
+    fn grow_filled(memory: &mut LinearMemory, pattern: &Pattern, pages: u32) -> Result<(), String> {
+        for page in 0..pages {
+            ensure(memory.grow(1) == page as i32, || {
+                format!("grow {page} refused")
+            })?;
+            let offset = u64::from(page) * STEP;
+            memory
+                .write(offset, pattern.page(page))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     // ---- upper_limit ----
 
     // ANCHOR: upper_limit
@@ -440,15 +455,7 @@ mod suite {
     fn guest(link: &mut Link) -> Result<(), String> {
         let pattern = Pattern::new();
         let mut memory = new_memory(Strategy::Remap)?;
-        for page in 0..WORKING_SET {
-            ensure(memory.grow(1) == page as i32, || {
-                format!("grow {page} refused")
-            })?;
-            let offset = u64::from(page) * STEP;
-            memory
-                .write(offset, pattern.page(page))
-                .map_err(|e| e.to_string())?;
-        }
+        grow_filled(&mut memory, &pattern, WORKING_SET)?;
         link.say(&format!("pages={WORKING_SET}"))
             .map_err(|e| e.to_string())?;
         while link.hear().map_err(|e| e.to_string())? == "grow" {
@@ -665,15 +672,7 @@ mod suite {
         let report = rlimit_child::run(data_limit(128 * MIB, None), TIMEOUT, |link| {
             let pattern = Pattern::new();
             let mut memory = new_memory(Strategy::Remap)?;
-            for page in 0..1024 {
-                ensure(memory.grow(1) == page as i32, || {
-                    format!("grow {page} refused")
-                })?;
-                let offset = u64::from(page) * STEP;
-                memory
-                    .write(offset, pattern.page(page))
-                    .map_err(|e| e.to_string())?;
-            }
+            grow_filled(&mut memory, &pattern, 1024)?;
             let live = 16 << 20;
             let rss = || memory_meter::rss(None).map(|r| r.value);
             let before = rss()?;
