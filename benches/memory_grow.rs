@@ -13,11 +13,15 @@
 #[path = "../examples/linear_memory.rs"]
 #[allow(dead_code)]
 mod linear_memory;
+#[path = "../examples/remap_memory.rs"]
+#[allow(dead_code)]
+mod remap_memory;
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use linear_memory::{grow_page_by_page, Floor, LinearMemory, Strategy};
+use linear_memory::{grow_page_by_page, LinearMemory, WASM_PAGE};
+use remap_memory::{Growth, RemapMemory};
 use std::time::{Duration, Instant};
 
 const SIZES: [u32; 3] = [256, 4096, 16384];
@@ -36,13 +40,78 @@ fn time_runs<M>(iters: u64, setup: impl Fn() -> M, workload: impl Fn(&mut M)) ->
     total
 }
 
-fn strategy_run(strategy: Strategy, pages: u32) -> impl Fn(u64) -> Duration {
+/// The physical floor of the workload: a raw `PROT_NONE` reservation, one
+/// `mprotect` and one page fault per grow, and nothing else.
+struct Floor {
+    base: *mut u8,
+    len: usize,
+}
+
+impl Floor {
+    fn new(pages: u32) -> Floor {
+        let len = pages as usize * WASM_PAGE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        // SAFETY: a fresh anonymous mapping where the kernel chooses.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
+        assert_ne!(
+            base,
+            libc::MAP_FAILED,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        let floor = Floor {
+            base: base.cast(),
+            len,
+        };
+        floor.commit(0);
+        floor
+    }
+
+    fn commit(&self, page: usize) {
+        let start = self.base.wrapping_add(page * WASM_PAGE);
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: the page lies inside our reservation (`page < pages`).
+        let rc = unsafe { libc::mprotect(start.cast(), WASM_PAGE, rw) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: the page was just made writable; its last byte is ours.
+        unsafe { start.add(WASM_PAGE - 1).write_volatile(1) };
+    }
+
+    fn grow_page_by_page(&self) {
+        (1..self.len / WASM_PAGE).for_each(|page| self.commit(page));
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        // SAFETY: the reservation is ours and nothing uses it any more.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn reserved_run(reservation: Option<u32>, pages: u32) -> impl Fn(u64) -> Duration {
     move |iters| {
         time_runs(
             iters,
-            || LinearMemory::new(1, None, strategy).expect("a 1-page memory"),
+            || LinearMemory::new(1, None, reservation).expect("a 1-page memory"),
             |m| {
                 grow_page_by_page(m, pages).expect("the grow sequence");
+            },
+        )
+    }
+}
+
+fn exact_run(growth: Growth, pages: u32) -> impl Fn(u64) -> Duration {
+    move |iters| {
+        time_runs(
+            iters,
+            || RemapMemory::new(1, None, growth).expect("a 1-page memory"),
+            |m| {
+                while m.size() < pages {
+                    m.grow_traced(1).expect("the grow sequence");
+                    let last = m.byte_len() - 1;
+                    m.as_mut_slice()[last] = 1;
+                }
             },
         )
     }
@@ -59,46 +128,31 @@ fn memory_grow(c: &mut Criterion) {
     for pages in SIZES {
         group.throughput(Throughput::Elements(u64::from(pages - 1)));
         group.bench_function(BenchmarkId::new("floor", pages), |b| {
-            b.iter_custom(|iters| {
-                time_runs(
-                    iters,
-                    || Floor::new(pages).expect("a reservation"),
-                    |f| f.grow_page_by_page(pages).expect("commit"),
-                )
-            })
+            b.iter_custom(|iters| time_runs(iters, || Floor::new(pages), |f| f.grow_page_by_page()))
         });
-        let strategies = [
-            (
-                "reserved",
-                Strategy::Reserved {
-                    reservation_pages: None,
-                },
-            ),
-            ("remap", Strategy::Remap),
-            // 16 pages = a 1 MiB reservation: relocation happens again and again.
-            (
-                "relocate",
-                Strategy::Reserved {
-                    reservation_pages: Some(16),
-                },
-            ),
-        ];
-        for (name, strategy) in strategies {
-            let run = strategy_run(strategy, pages);
-            group.bench_function(BenchmarkId::new(name, pages), |b| b.iter_custom(&run));
-        }
+        let reserved = reserved_run(None, pages);
+        group.bench_function(BenchmarkId::new("reserved", pages), |b| {
+            b.iter_custom(&reserved)
+        });
+        let remap = exact_run(Growth::Remap, pages);
+        group.bench_function(BenchmarkId::new("remap", pages), |b| b.iter_custom(&remap));
+        // 16 pages = a 1 MiB reservation: relocation happens again and again.
+        let relocate = reserved_run(Some(16), pages);
+        group.bench_function(BenchmarkId::new("relocate", pages), |b| {
+            b.iter_custom(&relocate)
+        });
         if pages == 256 {
-            let run = strategy_run(Strategy::Copy, pages);
-            group.bench_function(BenchmarkId::new("copy", pages), |b| b.iter_custom(&run));
+            let copy = exact_run(Growth::Copy, pages);
+            group.bench_function(BenchmarkId::new("copy", pages), |b| b.iter_custom(&copy));
         }
         group.bench_function(BenchmarkId::new("vec_resize", pages), |b| {
             b.iter_custom(|iters| {
                 time_runs(
                     iters,
-                    || vec![0u8; linear_memory::WASM_PAGE],
+                    || vec![0u8; WASM_PAGE],
                     |v| {
-                        while v.len() < pages as usize * linear_memory::WASM_PAGE {
-                            v.resize(v.len() + linear_memory::WASM_PAGE, 0);
+                        while v.len() < pages as usize * WASM_PAGE {
+                            v.resize(v.len() + WASM_PAGE, 0);
                             let last = v.len() - 1;
                             v[last] = 1;
                         }

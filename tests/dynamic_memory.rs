@@ -22,6 +22,11 @@
 mod linear_memory;
 
 #[cfg(target_os = "linux")]
+#[path = "../examples/remap_memory.rs"]
+#[allow(dead_code, unused_imports)]
+mod remap_memory;
+
+#[cfg(target_os = "linux")]
 #[path = "../examples/rlimit_child.rs"]
 #[allow(dead_code, unused_imports)]
 mod rlimit_child;
@@ -48,9 +53,10 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(target_os = "linux")]
 mod suite {
-    use super::linear_memory::{LinearMemory, Strategy, WASM_PAGE};
+    use super::linear_memory::{LinearMemory, WASM_PAGE};
     use super::memory_meter::{self, MemoryCgroup, Version};
     use super::pressure;
+    use super::remap_memory::{Growth, RemapMemory};
     use super::rlimit_child::{self, Link, MemoryLimit, Outcome, Resource, Running};
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::path::{Path, PathBuf};
@@ -246,7 +252,7 @@ mod suite {
     /// `memory.grow(1)` until it returns -1, filling each new page. Checks
     /// that the refused grow left the size alone and that every byte
     /// written so far is intact. Returns the size in pages.
-    fn grow_until_refused(memory: &mut LinearMemory, pattern: &Pattern) -> Result<u32, String> {
+    fn grow_until_refused(memory: &mut dyn Grower, pattern: &Pattern) -> Result<u32, String> {
         loop {
             let before = memory.size();
             let old = memory.grow(1);
@@ -266,7 +272,7 @@ mod suite {
     }
 
     /// Every page still holds its pattern (compared with memcmp).
-    fn verify(memory: &LinearMemory, pattern: &Pattern) -> Result<(), String> {
+    fn verify(memory: &dyn Grower, pattern: &Pattern) -> Result<(), String> {
         for p in 0..memory.size() {
             let bytes = memory
                 .slice(u64::from(p) * STEP, WASM_PAGE)
@@ -285,13 +291,55 @@ mod suite {
     }
     // ANCHOR_END: grower
 
-    fn new_memory(strategy: Strategy) -> Result<LinearMemory, String> {
-        LinearMemory::new(0, None, strategy).map_err(|e| e.to_string())
+    /// Part I's two memories, as the cases use them.
+    trait Grower {
+        fn grow(&mut self, delta: u32) -> i32;
+        fn size(&self) -> u32;
+        fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String>;
+        fn slice(&self, offset: u64, len: usize) -> Result<&[u8], String>;
+        fn as_slice(&self) -> &[u8];
+        fn as_mut_slice(&mut self) -> &mut [u8];
+    }
+
+    macro_rules! grower {
+        ($memory:ty) => {
+            impl Grower for $memory {
+                fn grow(&mut self, delta: u32) -> i32 {
+                    <$memory>::grow(self, delta)
+                }
+                fn size(&self) -> u32 {
+                    <$memory>::size(self)
+                }
+                fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+                    <$memory>::write(self, offset, data).map_err(|e| format!("{e:?}"))
+                }
+                fn slice(&self, offset: u64, len: usize) -> Result<&[u8], String> {
+                    <$memory>::slice(self, offset, len).map_err(|e| format!("{e:?}"))
+                }
+                fn as_slice(&self) -> &[u8] {
+                    <$memory>::as_slice(self)
+                }
+                fn as_mut_slice(&mut self) -> &mut [u8] {
+                    <$memory>::as_mut_slice(self)
+                }
+            }
+        };
+    }
+    grower!(LinearMemory);
+    grower!(RemapMemory);
+
+    fn new_memory(reserved: bool) -> Result<Box<dyn Grower>, String> {
+        Ok(match reserved {
+            true => Box::new(LinearMemory::new(0, None, None).map_err(|e| format!("{e:?}"))?),
+            false => {
+                Box::new(RemapMemory::new(0, None, Growth::Remap).map_err(|e| format!("{e:?}"))?)
+            }
+        })
     }
 
     /// Grows an empty memory one step at a time to `pages`, writing each
     /// step's pattern as it goes.
-    fn grow_filled(memory: &mut LinearMemory, pattern: &Pattern, pages: u32) -> Result<(), String> {
+    fn grow_filled(memory: &mut dyn Grower, pattern: &Pattern, pages: u32) -> Result<(), String> {
         for page in 0..pages {
             ensure(memory.grow(1) == page as i32, || {
                 format!("grow {page} refused")
@@ -315,20 +363,12 @@ mod suite {
     /// (the PROT_NONE reservation is free; each mprotect commit is charged).
     fn upper_limit() -> CaseResult {
         let mut detail = Vec::new();
-        let strategies = [
-            ("Remap", Strategy::Remap),
-            (
-                "Reserved",
-                Strategy::Reserved {
-                    reservation_pages: None,
-                },
-            ),
-        ];
+        let strategies = [("Remap", false), ("Reserved", true)];
         for (name, strategy) in strategies {
             let report = rlimit_child::run(data_limit(64 * MIB, None), TIMEOUT, move |link| {
                 let pattern = Pattern::new();
                 let mut memory = new_memory(strategy)?;
-                let pages = grow_until_refused(&mut memory, &pattern)?;
+                let pages = grow_until_refused(memory.as_mut(), &pattern)?;
                 let line = format!("pages={pages} headroom={}", headroom()?);
                 link.say(&line).map_err(|e| e.to_string())
             })
@@ -370,8 +410,8 @@ mod suite {
         let limit = data_limit(32 * MIB, Some(64 * MIB));
         let mut child = rlimit_child::spawn(limit, TIMEOUT, |link: &mut Link| {
             let pattern = Pattern::new();
-            let mut memory = new_memory(Strategy::Remap)?;
-            let first = grow_until_refused(&mut memory, &pattern)?;
+            let mut memory = new_memory(false)?;
+            let first = grow_until_refused(memory.as_mut(), &pattern)?;
             let line = format!("pages={first} headroom={}", headroom()?);
             link.say(&line).map_err(|e| e.to_string())?;
             link.hear().map_err(|e| e.to_string())?; // the host added memory
@@ -383,7 +423,7 @@ mod suite {
             memory
                 .write(offset, pattern.page(first))
                 .map_err(|e| e.to_string())?;
-            let second = grow_until_refused(&mut memory, &pattern)?;
+            let second = grow_until_refused(memory.as_mut(), &pattern)?;
             let line = format!("pages={second} headroom={}", headroom()?);
             link.say(&line).map_err(|e| e.to_string())
         })
@@ -454,12 +494,12 @@ mod suite {
     /// time the host says `grow`, and reports where it stopped.
     fn guest(link: &mut Link) -> Result<(), String> {
         let pattern = Pattern::new();
-        let mut memory = new_memory(Strategy::Remap)?;
-        grow_filled(&mut memory, &pattern, WORKING_SET)?;
+        let mut memory = new_memory(false)?;
+        grow_filled(memory.as_mut(), &pattern, WORKING_SET)?;
         link.say(&format!("pages={WORKING_SET}"))
             .map_err(|e| e.to_string())?;
         while link.hear().map_err(|e| e.to_string())? == "grow" {
-            let pages = grow_until_refused(&mut memory, &pattern)?;
+            let pages = grow_until_refused(memory.as_mut(), &pattern)?;
             let line = format!("pages={pages} headroom={}", headroom()?);
             link.say(&line).map_err(|e| e.to_string())?;
         }
@@ -671,8 +711,8 @@ mod suite {
     fn lower_limit() -> CaseResult {
         let report = rlimit_child::run(data_limit(128 * MIB, None), TIMEOUT, |link| {
             let pattern = Pattern::new();
-            let mut memory = new_memory(Strategy::Remap)?;
-            grow_filled(&mut memory, &pattern, 1024)?;
+            let mut memory = new_memory(false)?;
+            grow_filled(memory.as_mut(), &pattern, 1024)?;
             let live = 16 << 20;
             let rss = || memory_meter::rss(None).map(|r| r.value);
             let before = rss()?;

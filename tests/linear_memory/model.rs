@@ -1,13 +1,10 @@
-//! `LinearMemory` against a model: a plain `Vec<u8>` that grows by zeroed
+//! Every memory against a model: a plain `Vec<u8>` that grows by zeroed
 //! pages. Random sequences of grow, write, read and size must give the same
-//! results and the same bytes on every strategy, including the deltas that
-//! overflow the maximum, the u32 page count, or the byte size.
+//! results and the same bytes, including the deltas that overflow the
+//! maximum, the u32 page count, or the byte size.
 
-#[path = "../examples/linear_memory.rs"]
-#[allow(dead_code)]
-mod linear_memory;
-
-use linear_memory::{LinearMemory, Strategy as Layout, MAX_PAGES, WASM_PAGE};
+use crate::linear_memory::{MAX_PAGES, WASM_PAGE};
+use crate::memories::{Kind, Memory};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -40,16 +37,12 @@ fn op(max_bytes: u64) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn strategies() -> impl Strategy<Value = Layout> {
+fn kinds() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        Just(Layout::Reserved {
-            reservation_pages: None
-        }),
-        (1u32..4).prop_map(|r| Layout::Reserved {
-            reservation_pages: Some(r)
-        }),
-        Just(Layout::Remap),
-        Just(Layout::Copy),
+        Just(Kind::Reserved(None)),
+        (0u32..4).prop_map(|r| Kind::Reserved(Some(r))),
+        Just(Kind::Remap),
+        Just(Kind::Copy),
     ]
 }
 
@@ -87,13 +80,13 @@ proptest! {
 
     #[test]
     fn matches_the_vec_model(
-        strategy in strategies(),
+        kind in kinds(),
         minimum in 0u32..3,
         extra in 0u32..6,
         ops in prop::collection::vec(op(8 * WASM_PAGE as u64), 1..40),
     ) {
         let maximum = minimum + extra;
-        let mut memory = LinearMemory::new(minimum, Some(maximum), strategy).expect("memory");
+        let mut memory = Memory::new(kind, minimum, Some(maximum));
         let mut model = Model { bytes: vec![0; minimum as usize * WASM_PAGE], maximum };
         for op in ops {
             match op {
@@ -106,7 +99,7 @@ proptest! {
                     }
                 }
                 Op::Write(offset, data) => {
-                    let ok = memory.write(offset, &data).is_ok();
+                    let ok = memory.write(offset, &data);
                     match model.range(offset, data.len()) {
                         Some(r) => {
                             prop_assert!(ok, "write at {} of {} failed", offset, data.len());
@@ -116,8 +109,7 @@ proptest! {
                     }
                 }
                 Op::Read(offset, len) => {
-                    let mut buf = vec![0; len];
-                    let got = memory.read(offset, &mut buf).ok().map(|()| buf);
+                    let got = memory.slice(offset, len).map(<[u8]>::to_vec);
                     let want = model.range(offset, len).map(|r| model.bytes[r].to_vec());
                     prop_assert_eq!(got, want, "read({}, {})", offset, len);
                 }
@@ -126,27 +118,5 @@ proptest! {
         }
         prop_assert_eq!(memory.size(), model.pages());
         prop_assert!(memory.as_slice() == model.bytes.as_slice(), "contents differ");
-    }
-}
-
-/// 65536 pages (4 GiB) is reachable, and is the end. Nothing is touched, so
-/// only address space and commit charge are used.
-#[test]
-#[cfg(target_pointer_width = "64")]
-fn the_4_gib_maximum_is_reachable_and_final() {
-    for strategy in [
-        Layout::Reserved {
-            reservation_pages: None,
-        },
-        Layout::Remap,
-    ] {
-        let mut memory = LinearMemory::new(0, None, strategy).expect("memory");
-        assert_eq!(memory.grow(MAX_PAGES), 0, "{strategy:?}");
-        assert_eq!(memory.size(), MAX_PAGES);
-        assert_eq!(memory.grow(1), -1, "{strategy:?}: past 65536 pages");
-        assert_eq!(memory.grow(0), MAX_PAGES as i32);
-        let last = memory.byte_len() as u64 - 1;
-        assert!(memory.write(last, &[7]).is_ok());
-        assert!(memory.write(last + 1, &[7]).is_err());
     }
 }

@@ -1,0 +1,58 @@
+//! Reading the kernel's counters from /proc.
+
+/// The `kB` value of `key` in a /proc file of `Key:   N kB` lines, in bytes.
+pub fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.split(':').next() == Some(key))?;
+    let mut words = line.split(':').nth(1)?.split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(n * 1024)
+}
+
+/// `key` from /proc/self/status, in bytes (e.g. `VmData`).
+pub fn self_status(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    kib_field(&text, key).unwrap_or_else(|| panic!("no {key} in /proc/self/status"))
+}
+
+/// `key` from /proc/meminfo, in bytes (e.g. `Committed_AS`).
+pub fn meminfo(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    kib_field(&text, key).unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
+}
+
+/// The mappings (VMAs) of this process that overlap `range`, as
+/// `(start, end, permissions)` from /proc/self/maps.
+pub fn mappings_in(range: std::ops::Range<usize>) -> Vec<(usize, usize, String)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+    maps.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let (start, end) = words.next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            let perms = words.next()?.to_owned();
+            (start < range.end && end > range.start).then_some((start, end, perms))
+        })
+        .collect()
+}
+
+/// The running kernel's (major, minor) version, from `uname -r`'s text.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a major version");
+    let minor = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a minor version");
+    (major, minor)
+}
+
+/// vm.overcommit_memory: 0 (heuristic), 1 (always) or 2 (strict).
+pub fn overcommit_mode() -> u32 {
+    let text = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").expect("overcommit");
+    text.trim().parse().expect("a number")
+}
