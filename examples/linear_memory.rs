@@ -3,9 +3,8 @@
 //! or are copied into a bigger one. A failed grow returns -1 and leaves the
 //! memory exactly as it was.
 //!
-//! - Explained in: "The memory.grow contract" (src/part1-contract.md),
-//!   "Reserve and commit" (src/part1-reserve-commit.md) and "When growth
-//!   fails" (src/part1-when-growth-fails.md)
+//! - Explained in: "The memory.grow contract" (src/part1-contract.md) and
+//!   "Reserve and commit", "When growth fails" after it
 //! - Run: `cargo run --example linear_memory`
 //! - Tested by: `cargo test --test linear_memory`
 //! - Depends on: std, libc 0.2 (windows-sys 0.61 on Windows)
@@ -20,7 +19,7 @@ use std::io;
 use std::ptr::NonNull;
 
 // SHARED: contract (canonical: examples/linear_memory.rs)
-// ANCHOR: contract
+// ANCHOR: grow_path
 /// The WebAssembly page: 64 KiB.
 pub const WASM_PAGE: usize = 64 * 1024;
 /// The most pages a 32-bit memory can have: 4 GiB.
@@ -37,7 +36,9 @@ pub enum GrowPath {
     Allocated,       // a first block (nothing to copy)
     Copied,          // a new block, every byte copied into it
 }
+// ANCHOR_END: grow_path
 
+// ANCHOR: errors
 /// Why a memory could not be made, or why a grow returned -1 (leaving the
 /// memory unchanged).
 #[derive(Debug)]
@@ -63,7 +64,7 @@ pub struct OutOfBounds {
     pub len: usize,
     pub size: usize,
 }
-// ANCHOR_END: contract
+// ANCHOR_END: errors
 
 /// `pages * 64 KiB`, or an error where that does not fit `usize` (32-bit).
 fn bytes(pages: u32) -> Result<usize, GrowError> {
@@ -86,7 +87,9 @@ pub struct Options {
     /// The base never moves: a grow past the reservation returns -1.
     pub fixed_base: bool,
 }
+// ANCHOR_END: options
 
+// ANCHOR: faults
 /// OS steps made to fail on purpose, so tests drive every fallback path
 /// without waiting for the OS to refuse. None by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,7 +101,7 @@ pub struct Faults {
     /// Undoing a relocation: moving back fails too, so bytes are copied.
     pub move_back: bool,
 }
-// ANCHOR_END: options
+// ANCHOR_END: faults
 
 /// The thin OS layer: one function per operation, the platform chosen once.
 #[cfg(unix)]
@@ -115,7 +118,8 @@ mod os {
         pub fn reserve(len: usize) -> Result<*mut u8> {
             let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
             // SAFETY: a fresh mapping where the kernel chooses touches nothing.
-            let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, 0, flags, -1, 0) };
+            let ptr =
+                unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
             match ptr {
                 libc::MAP_FAILED => Err(Error::last_os_error()), // not null
                 ptr => Ok(ptr.cast()),
@@ -215,10 +219,9 @@ struct Region {
 impl Region {
     /// Maps `len` bytes with `map` (an `os` function), or nothing if 0.
     fn new(len: usize, map: fn(usize) -> io::Result<*mut u8>) -> io::Result<Region> {
-        let ptr = if len == 0 {
-            std::ptr::null_mut()
-        } else {
-            map(len)?
+        let ptr = match len {
+            0 => std::ptr::null_mut(),
+            _ => map(len)?,
         };
         Ok(Region { ptr, len })
     }
@@ -274,7 +277,6 @@ impl LinearMemory {
         LinearMemory::with_options(minimum, maximum, reservation, Options::default())
     }
 
-    // ANCHOR: new
     pub fn with_options(
         minimum: u32,
         maximum: Option<u32>,
@@ -283,6 +285,7 @@ impl LinearMemory {
     ) -> Result<Self, GrowError> {
         let (maximum, guard) = (maximum.unwrap_or(MAX_PAGES), options.guard_bytes);
         let pages = reservation.unwrap_or(maximum).max(minimum);
+        // ANCHOR: rules
         let rules = [
             (maximum <= MAX_PAGES, "more than 65536 pages"),
             (minimum <= maximum, "minimum above maximum"),
@@ -292,6 +295,7 @@ impl LinearMemory {
         if let Some((_, why)) = rules.iter().find(|(holds, _)| !holds) {
             return Err(GrowError::Invalid(why));
         }
+        // ANCHOR_END: rules
         let len = bytes(pages)?.checked_add(guard);
         let len = len.ok_or(GrowError::AddressSpace { pages })?;
         let region = Region::new(len, os::reserve);
@@ -311,14 +315,9 @@ impl LinearMemory {
         memory.grow_traced(minimum)?;
         Ok(memory)
     }
-    // ANCHOR_END: new
 
     pub fn inject_faults(&mut self, faults: Faults) {
         self.faults = faults;
-    }
-
-    pub fn maximum(&self) -> u32 {
-        self.maximum
     }
 
     /// How far the memory can grow, in bytes, without its base moving.
@@ -338,7 +337,6 @@ impl LinearMemory {
     }
 
     // SHARED: access (canonical: examples/linear_memory.rs)
-    // ANCHOR: access
     /// The size in pages (`memory.size`).
     pub fn size(&self) -> u32 {
         self.pages
@@ -367,6 +365,7 @@ impl LinearMemory {
         unsafe { std::slice::from_raw_parts_mut(base.as_ptr(), self.byte_len()) }
     }
 
+    // ANCHOR: checked
     /// The bytes `[offset, offset + len)`, or an error if any lies outside.
     pub fn slice(&self, offset: u64, len: usize) -> Result<&[u8], OutOfBounds> {
         let range = self.checked_range(offset, len)?;
@@ -390,7 +389,7 @@ impl LinearMemory {
         let end = start.checked_add(len).filter(|&end| end <= size);
         Ok(start..end.ok_or(oob)?)
     }
-    // ANCHOR_END: access
+    // ANCHOR_END: checked
 
     // ANCHOR: grow
     /// `memory.grow`: the old size in pages, or -1 with the memory unchanged.
@@ -412,6 +411,8 @@ impl LinearMemory {
         }
         let new_pages = requested as u32; // at most `maximum`
         let new_len = bytes(new_pages)?;
+        // ANCHOR_END: grow
+        // ANCHOR: grow_loop
         let paths = self.paths_for(new_len);
         if paths.is_empty() {
             let capacity_pages = (self.capacity() / WASM_PAGE) as u32;
@@ -430,7 +431,7 @@ impl LinearMemory {
         }
         Err(GrowError::OutOfMemory { attempts })
     }
-    // ANCHOR_END: grow
+    // ANCHOR_END: grow_loop
     // SHARED_END: access
 
     // ANCHOR: paths
@@ -502,6 +503,9 @@ impl LinearMemory {
         Ok(())
     }
 
+    // ANCHOR_END: relocate
+
+    // ANCHOR: move_back
     /// Undoes a relocation part-way: the first `moved` bytes of `target` go
     /// back where they were, by `mremap` or, failing that, by copying.
     #[cfg(target_os = "linux")]
@@ -524,7 +528,7 @@ impl LinearMemory {
             at += len;
         }
     }
-    // ANCHOR_END: relocate
+    // ANCHOR_END: move_back
 
     // ANCHOR: copy
     /// The fallback: a new reservation, sized as `relocate` sizes it, with

@@ -19,7 +19,7 @@ use std::io;
 use std::ptr::NonNull;
 
 // SHARED: contract (canonical: examples/linear_memory.rs)
-// ANCHOR: contract
+// ANCHOR: grow_path
 /// The WebAssembly page: 64 KiB.
 pub const WASM_PAGE: usize = 64 * 1024;
 /// The most pages a 32-bit memory can have: 4 GiB.
@@ -36,7 +36,9 @@ pub enum GrowPath {
     Allocated,       // a first block (nothing to copy)
     Copied,          // a new block, every byte copied into it
 }
+// ANCHOR_END: grow_path
 
+// ANCHOR: errors
 /// Why a memory could not be made, or why a grow returned -1 (leaving the
 /// memory unchanged).
 #[derive(Debug)]
@@ -62,7 +64,7 @@ pub struct OutOfBounds {
     pub len: usize,
     pub size: usize,
 }
-// ANCHOR_END: contract
+// ANCHOR_END: errors
 
 /// `pages * 64 KiB`, or an error where that does not fit `usize` (32-bit).
 fn bytes(pages: u32) -> Result<usize, GrowError> {
@@ -177,10 +179,9 @@ struct Region {
 impl Region {
     /// Maps `len` bytes with `map` (an `os` function), or nothing if 0.
     fn new(len: usize, map: fn(usize) -> io::Result<*mut u8>) -> io::Result<Region> {
-        let ptr = if len == 0 {
-            std::ptr::null_mut()
-        } else {
-            map(len)?
+        let ptr = match len {
+            0 => std::ptr::null_mut(),
+            _ => map(len)?,
         };
         Ok(Region { ptr, len })
     }
@@ -241,17 +242,12 @@ impl RemapMemory {
         self.failing = failing.to_vec();
     }
 
-    pub fn maximum(&self) -> u32 {
-        self.maximum
-    }
-
     /// How far the memory can grow without moving: only as far as it is.
     pub fn capacity(&self) -> usize {
         self.region.len
     }
 
     // SHARED: access (canonical: examples/linear_memory.rs)
-    // ANCHOR: access
     /// The size in pages (`memory.size`).
     pub fn size(&self) -> u32 {
         self.pages
@@ -280,6 +276,7 @@ impl RemapMemory {
         unsafe { std::slice::from_raw_parts_mut(base.as_ptr(), self.byte_len()) }
     }
 
+    // ANCHOR: checked
     /// The bytes `[offset, offset + len)`, or an error if any lies outside.
     pub fn slice(&self, offset: u64, len: usize) -> Result<&[u8], OutOfBounds> {
         let range = self.checked_range(offset, len)?;
@@ -303,7 +300,7 @@ impl RemapMemory {
         let end = start.checked_add(len).filter(|&end| end <= size);
         Ok(start..end.ok_or(oob)?)
     }
-    // ANCHOR_END: access
+    // ANCHOR_END: checked
 
     // ANCHOR: grow
     /// `memory.grow`: the old size in pages, or -1 with the memory unchanged.
@@ -325,6 +322,8 @@ impl RemapMemory {
         }
         let new_pages = requested as u32; // at most `maximum`
         let new_len = bytes(new_pages)?;
+        // ANCHOR_END: grow
+        // ANCHOR: grow_loop
         let paths = self.paths_for(new_len);
         if paths.is_empty() {
             let capacity_pages = (self.capacity() / WASM_PAGE) as u32;
@@ -343,7 +342,7 @@ impl RemapMemory {
         }
         Err(GrowError::OutOfMemory { attempts })
     }
-    // ANCHOR_END: grow
+    // ANCHOR_END: grow_loop
     // SHARED_END: access
 
     // ANCHOR: paths
