@@ -1,21 +1,31 @@
-//! A WebAssembly-style memory backed by a file: `grow` extends the file with
-//! `File::set_len` and the mapping with memmap2's `MmapMut::remap` (Linux's
-//! `mremap`), moving it only if it must. Everything written survives closing
-//! and reopening the file.
+//! A WebAssembly-style memory kept in a file: it grows, and it survives a restart.
 //!
-//! `cargo run --example file_backed_memory -- --path /tmp/mem.bin --grow 2`
-//! (run it twice: the second run finds the first run's pages and counter).
+//! `grow` extends the file with `File::set_len`, then the mapping with
+//! memmap2's `MmapMut::remap` (Linux's `mremap`). The file starts with a
+//! header page that carries `MAGIC`, so the memory never takes over a file it
+//! did not create: any other file is refused and left exactly as it was.
+//!
+//! - Explained in: "File-backed memory that grows" (src/part1-file-backed.md)
+//! - Run: `cargo run --example file_backed_memory -- --path /tmp/mem.bin --grow 2`
+//! - Tested by: `cargo test --test file_backed_memory`
+//! - Depends on: std, memmap2 0.9
 
+// `mdbook test` passes no `--extern`, so the crate is named here.
 extern crate memmap2;
 
 use memmap2::{MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 // ANCHOR: types
 pub const WASM_PAGE: usize = 64 * 1024;
 pub const MAX_PAGES: u32 = 65536;
+/// The first bytes of every file this memory creates.
+pub const MAGIC: [u8; 8] = *b"DMBMEM01";
+/// The header: one page, so the memory's pages start page-aligned in the
+/// file (mmap offsets must be; on Windows, to 64 KiB).
+pub const HEADER: u64 = WASM_PAGE as u64;
 
 /// How a grow got its new pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,36 +53,23 @@ pub struct FileBackedMemory {
 
 impl FileBackedMemory {
     // ANCHOR: open
-    /// Opens (or creates) the file at `path` as a memory of at least
-    /// `minimum` pages. An existing file keeps its size and contents.
+    /// Opens the memory file at `path`, or creates it, with at least
+    /// `minimum` pages. An existing file must be one this memory created
+    /// (header, whole pages, at most `maximum`); any other is refused and
+    /// left untouched.
     pub fn open(path: &Path, minimum: u32, maximum: Option<u32>) -> io::Result<Self> {
         let maximum = maximum.unwrap_or(MAX_PAGES).min(MAX_PAGES);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| with_path(e, "open", path))?;
-        let len = file
-            .metadata()
-            .map_err(|e| with_path(e, "stat", path))?
-            .len();
-        if len % WASM_PAGE as u64 != 0 || len / WASM_PAGE as u64 > u64::from(maximum) {
-            let what = format!("{len} bytes is not a whole number of pages up to {maximum}");
-            return Err(with_path(
-                io::Error::new(io::ErrorKind::InvalidData, what),
-                "open",
-                path,
-            ));
-        }
+        let (file, found) = match create_new(path) {
+            Ok(file) => (file, 0),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_ours(path, maximum)?,
+            Err(e) => return Err(with_path(e, "create", path)),
+        };
         let mut memory = FileBackedMemory {
             file,
             map: None,
             pages: 0,
             maximum,
         };
-        let found = (len / WASM_PAGE as u64) as u32;
         memory.map_pages(found)?;
         if found < minimum && memory.grow_traced(minimum - found).is_err() {
             let what = format!("cannot grow to the minimum of {minimum} pages");
@@ -88,8 +85,15 @@ impl FileBackedMemory {
             let len = bytes(pages)?;
             // SAFETY: the mapping is shared with the file; we own the file
             // handle, and the book's rule is that no other process truncates
-            // it while mapped (that would turn accesses into SIGBUS).
-            self.map = Some(unsafe { MmapOptions::new().len(len).map_mut(&self.file)? });
+            // it while mapped (that would turn accesses into SIGBUS). The
+            // file holds HEADER + len bytes: `open` checked or wrote them.
+            let map = unsafe {
+                MmapOptions::new()
+                    .offset(HEADER)
+                    .len(len)
+                    .map_mut(&self.file)?
+            };
+            self.map = Some(map);
         }
         self.pages = pages;
         Ok(())
@@ -122,23 +126,22 @@ impl FileBackedMemory {
     }
 
     pub fn grow_traced(&mut self, delta: u32) -> io::Result<(u32, FileGrowPath)> {
-        let old = self.pages;
+        let (old, maximum) = (self.pages, self.maximum);
         let new = old
             .checked_add(delta)
-            .filter(|&n| n <= self.maximum)
+            .filter(|&n| n <= maximum)
             .ok_or_else(|| {
                 io::Error::other(format!(
-                    "{old} + {delta} pages passes the maximum of {}",
-                    self.maximum
+                    "{old} + {delta} pages passes the maximum of {maximum}"
                 ))
             })?;
         if delta == 0 {
             return Ok((old, FileGrowPath::Unchanged));
         }
-        let (old_len, new_len) = (bytes(old)?, bytes(new)?);
+        let new_len = bytes(new)?;
         // The new bytes read as zero: extending a file fills it with zeros
         // (and on most filesystems stores nothing until written).
-        self.file.set_len(new_len as u64)?;
+        self.file.set_len(HEADER + new_len as u64)?;
         match self.remap(new_len) {
             Ok(path) => {
                 self.pages = new;
@@ -148,7 +151,7 @@ impl FileBackedMemory {
                 // Undo the extension so the file is unchanged too. If even
                 // that fails, the extra zero pages are harmless: the next
                 // open sees a larger memory, never lost data.
-                let _ = self.file.set_len(old_len as u64);
+                let _ = self.file.set_len(HEADER + bytes(old)? as u64);
                 Err(e)
             }
         }
@@ -196,8 +199,55 @@ impl FileBackedMemory {
     // ANCHOR_END: remap
 }
 
+// ANCHOR: create_new
+/// Creates the file only if it does not exist yet, and writes the header.
+/// `create_new` is atomic: no other file can be taken over by a race.
+fn create_new(path: &Path) -> io::Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let written = file.write_all(&MAGIC).and_then(|()| file.set_len(HEADER));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(path); // ours: we just created it
+        return Err(with_path(e, "write the header of", path));
+    }
+    Ok(file)
+}
+
+// ANCHOR_END: create_new
+
+// ANCHOR: open_ours
+/// Opens an existing file, only if it is a memory file: the header, then
+/// whole pages, at most `maximum`. Reads only; a refused file is unchanged.
+fn open_ours(path: &Path, maximum: u32) -> io::Result<(File, u32)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| with_path(e, "open", path))?;
+    let len = file
+        .metadata()
+        .map_err(|e| with_path(e, "stat", path))?
+        .len();
+    let mut magic = [0u8; MAGIC.len()];
+    let ours = len >= HEADER && file.read_exact(&mut magic).is_ok() && magic == MAGIC;
+    let pages = len.saturating_sub(HEADER) / WASM_PAGE as u64;
+    let why = if !ours {
+        "it is not a memory file this program created".to_owned()
+    } else if !(len - HEADER).is_multiple_of(WASM_PAGE as u64) || pages > u64::from(maximum) {
+        format!("{len} bytes is not a header and whole pages up to {maximum}")
+    } else {
+        return Ok((file, pages as u32));
+    };
+    let refused = io::Error::new(io::ErrorKind::InvalidData, why);
+    Err(with_path(refused, "refusing to use", path))
+}
+// ANCHOR_END: open_ours
+
 /// `pages * 64 KiB`, or an error where that does not fit `usize` (on 32-bit
-/// targets 65536 pages would wrap to 0, and `set_len(0)` would empty the file).
+/// targets 65536 pages would wrap to 0, and `set_len` would cut the file).
 fn bytes(pages: u32) -> io::Result<usize> {
     (pages as usize)
         .checked_mul(WASM_PAGE)
@@ -208,38 +258,10 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
-// ANCHOR: main
-struct Options {
-    /// `None`: a fresh file in the temp folder, removed at the end.
-    path: Option<PathBuf>,
-    grow: u32,
-}
-
-fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut options = Options {
-        path: None,
-        grow: 1,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--path" => options.path = Some(PathBuf::from(value)),
-            "--grow" => {
-                options.grow = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1024).contains(n))
-                    .ok_or(format!("--grow takes 1..=1024 pages, got `{value}`"))?
-            }
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    Ok(options)
-}
-
-/// Open, count this run, grow, write a marker into the new pages, close;
-/// then reopen, as a restart would, and check that everything is there.
+// ANCHOR: restart
+/// Opens the memory, counts this run in its first 8 bytes, grows it, writes
+/// a marker into the first new page, and closes it; then reopens the file,
+/// as a restarted program would, and checks that both are there.
 fn run(path: &Path, grow: u32) -> io::Result<()> {
     let mut memory = FileBackedMemory::open(path, 1, None)?;
     let runs = u64::from_le_bytes(memory.as_slice()[..8].try_into().expect("8 bytes")) + 1;
@@ -250,8 +272,7 @@ fn run(path: &Path, grow: u32) -> io::Result<()> {
     memory.as_mut_slice()[at..at + marker.len()].copy_from_slice(marker.as_bytes());
     memory.flush()?;
     println!(
-        "run {runs}: {} grew {old} -> {} pages ({how:?})",
-        path.display(),
+        "run {runs}: grew {old} -> {} pages ({how:?})",
         memory.size()
     );
     drop(memory);
@@ -261,28 +282,30 @@ fn run(path: &Path, grow: u32) -> io::Result<()> {
     if found != marker.as_bytes() || reopened.size() != old + grow {
         return Err(io::Error::other("the reopened file lost data"));
     }
-    println!(
-        "reopened: {} pages, run counter {runs}, marker at page {old} intact",
-        reopened.size()
-    );
+    let pages = reopened.size();
+    println!("reopened: {pages} pages, run counter {runs}, marker at page {old} intact");
     Ok(())
 }
+// ANCHOR_END: restart
+
+const USAGE: &str = "\
+usage: file_backed_memory [--path FILE] [--grow N]
+  --path FILE   the memory's file: created if missing; an existing file must be
+                one this program created, any other is refused unchanged
+                (default: a scratch file in the temp folder, removed at the end)
+  --grow N      pages to grow by each run (1..=1024, default 1)";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = parse_args(&args).unwrap_or_else(|e| {
-        eprintln!(
-            "file_backed_memory: {e}\nusage: file_backed_memory [--path FILE] [--grow PAGES]"
-        );
-        std::process::exit(2);
-    });
+    let mut args = Args::parse("file_backed_memory", USAGE);
+    let path = args.text("--path").map(PathBuf::from);
+    let grow = args.number("--grow", 1, 1..=1024) as u32;
+    args.finish();
     // Each process gets its own scratch file unless told otherwise, so
-    // parallel test runs of this example never share one.
+    // parallel runs of this example never share one.
     let scratch =
         std::env::temp_dir().join(format!("file_backed_memory-{}.bin", std::process::id()));
-    let path = options.path.clone().unwrap_or_else(|| scratch.clone());
-    let result = run(&path, options.grow);
-    if options.path.is_none() {
+    let result = run(path.as_deref().unwrap_or(&scratch), grow);
+    if path.is_none() {
         let _ = std::fs::remove_file(&scratch);
     }
     if let Err(e) = result {
@@ -290,219 +313,89 @@ fn main() {
         std::process::exit(1);
     }
 }
-// ANCHOR_END: main
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// SHARED: cli (canonical: examples/map_and_touch.rs)
+/// The command line, read the same way by every example: `--name value`
+/// flags and switches, then `-- words` for a command to run. `--help` prints
+/// the usage and exits 0; anything wrong prints one line naming the flag
+/// and exits 2.
+struct Args {
+    program: &'static str,
+    words: Vec<String>,
+}
 
-    struct TempFile(PathBuf);
-
-    impl TempFile {
-        fn new(name: &str) -> TempFile {
-            let path = std::env::temp_dir().join(format!("fbm-test-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_file(&path);
-            TempFile(path)
+#[allow(dead_code)] // each example uses the methods it needs
+impl Args {
+    fn parse(program: &'static str, usage: &str) -> Args {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        if words
+            .iter()
+            .take_while(|w| *w != "--")
+            .any(|w| w == "--help" || w == "-h")
+        {
+            println!("{usage}");
+            std::process::exit(0);
         }
+        Args { program, words }
     }
 
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
+    fn fail(&self, why: &str) -> ! {
+        eprintln!("{}: {why} (see --help)", self.program);
+        std::process::exit(2)
+    }
+
+    /// `--name VALUE`, taken off the command line.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name)?;
+        if self.words.get(at + 1).is_none_or(|value| value == "--") {
+            self.fail(&format!("{name} needs a value"));
         }
+        self.words.remove(at);
+        Some(self.words.remove(at))
     }
 
-    #[test]
-    fn grown_pages_are_zero_and_everything_survives_a_reopen() {
-        let file = TempFile::new("reopen");
-        let mut m = FileBackedMemory::open(&file.0, 1, Some(8)).expect("open");
-        m.as_mut_slice()[..5].copy_from_slice(b"hello");
-        assert_eq!(m.grow(3), 1);
-        assert!(m.as_slice()[WASM_PAGE..].iter().all(|&b| b == 0));
-        m.as_mut_slice()[4 * WASM_PAGE - 1] = 9;
-        drop(m);
-        let m = FileBackedMemory::open(&file.0, 1, Some(8)).expect("reopen");
-        assert_eq!(m.size(), 4);
-        assert_eq!(&m.as_slice()[..5], b"hello");
-        assert_eq!(m.as_slice()[4 * WASM_PAGE - 1], 9);
-    }
-
-    #[test]
-    fn growing_past_the_maximum_changes_neither_memory_nor_file() {
-        let file = TempFile::new("max");
-        let mut m = FileBackedMemory::open(&file.0, 2, Some(3)).expect("open");
-        m.as_mut_slice()[0] = 1;
-        assert_eq!(m.grow(2), -1);
-        assert_eq!(m.grow(u32::MAX), -1);
-        assert_eq!(m.size(), 2);
-        let len = std::fs::metadata(&file.0).expect("stat").len();
-        assert_eq!(len, 2 * WASM_PAGE as u64);
-        assert_eq!(m.grow(1), 2);
-    }
-
-    #[test]
-    fn a_file_that_is_not_whole_pages_is_refused() {
-        let file = TempFile::new("ragged");
-        std::fs::write(&file.0, [0u8; 100]).expect("write");
-        let err = FileBackedMemory::open(&file.0, 1, None)
-            .err()
-            .expect("an error");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(
-            err.to_string().contains(&file.0.display().to_string()),
-            "{err}"
-        );
-    }
-
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn each_grow_reports_how_the_mapping_grew() {
-        let file = TempFile::new("paths");
-        let mut m = FileBackedMemory::open(&file.0, 0, None).expect("open");
-        assert_eq!(m.grow_traced(1).expect("grow").1, FileGrowPath::Mapped);
-        for page in 1..65 {
-            m.as_mut_slice()[page * WASM_PAGE - 1] = page as u8;
-            let path = m.grow_traced(1).expect("grow").1;
-            assert!(
-                matches!(path, FileGrowPath::ExtendedInPlace | FileGrowPath::Moved),
-                "{path:?}"
-            );
-        }
-        for page in 1..65 {
-            assert_eq!(
-                m.as_slice()[page * WASM_PAGE - 1],
-                page as u8,
-                "page {page} after moves"
-            );
-        }
-        assert_eq!(m.size(), 65);
-        assert_eq!(m.grow_traced(0).expect("grow").1, FileGrowPath::Unchanged);
-    }
-
-    /// Failures from the OS, for real, in a child process (the limits stay
-    /// there): the file may not grow (RLIMIT_FSIZE: set_len fails), or the
-    /// mapping may not (RLIMIT_AS: mremap fails after set_len succeeded, so
-    /// the file must be shrunk back). Either way: -1, nothing changed.
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn os_failures_return_minus_one_and_change_nothing() {
-        const NAME: &str = "tests::os_failures_return_minus_one_and_change_nothing";
-        if std::env::var_os("DMB_CHILD").is_none() {
-            let exe = std::env::current_exe().expect("test binary");
-            let out = std::process::Command::new(exe)
-                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
-                .env("DMB_CHILD", "1")
-                .output()
-                .expect("run the child");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && text.contains("both limits refused"),
-                "{text}"
-            );
-            return;
-        }
-        let file = TempFile::new("limits");
-        let mut m = FileBackedMemory::open(&file.0, 1, None).expect("open");
-        m.as_mut_slice()[..4].copy_from_slice(b"keep");
-        let limit = |resource, bytes: u64| {
-            let rl = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // SAFETY: a plain system call on a struct we own.
-            assert_eq!(unsafe { libc::setrlimit(resource, &rl) }, 0);
+    /// `--name N`: a whole number in `range`, or `default` if absent.
+    fn number(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let Some(text) = self.text(name) else {
+            return default;
         };
-        let unchanged = |m: &FileBackedMemory| {
-            assert_eq!(m.size(), 1);
-            assert_eq!(&m.as_slice()[..4], b"keep");
-            assert_eq!(
-                std::fs::metadata(&file.0).expect("stat").len(),
-                WASM_PAGE as u64
-            );
-        };
-        // Past RLIMIT_FSIZE the kernel sends SIGXFSZ; ignored, set_len gets EFBIG.
-        // SAFETY: ignoring a signal in this single-purpose child process.
-        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-        limit(libc::RLIMIT_FSIZE, 2 * WASM_PAGE as u64);
-        assert_eq!(m.grow(4), -1, "set_len past RLIMIT_FSIZE");
-        unchanged(&m);
-        limit(libc::RLIMIT_FSIZE, libc::RLIM_INFINITY);
-
-        let status = std::fs::read_to_string("/proc/self/status").expect("status");
-        let vm_kb: u64 = status
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("VmSize:")?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .expect("VmSize");
-        limit(libc::RLIMIT_AS, vm_kb * 1024 + 8 * WASM_PAGE as u64);
-        assert_eq!(m.grow(1024), -1, "mremap past RLIMIT_AS");
-        unchanged(&m);
-        println!("both limits refused the grow; memory and file unchanged");
+        match text.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                let (min, max) = (range.start(), range.end());
+                self.fail(&format!(
+                    "{name} takes a whole number from {min} to {max}, not `{text}`"
+                ))
+            }
+        }
     }
 
-    /// Another process shrinks the file under the mapping: the next access
-    /// past the new end raises SIGBUS, from safe code. Run in a child, which
-    /// must die of that signal.
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn truncating_the_file_under_the_mapping_raises_sigbus() {
-        const NAME: &str = "tests::truncating_the_file_under_the_mapping_raises_sigbus";
-        let Some(path) = std::env::var_os("DMB_SIGBUS_FILE") else {
-            use std::os::unix::process::ExitStatusExt;
-            let file = TempFile::new("sigbus");
-            let exe = std::env::current_exe().expect("test binary");
-            let out = std::process::Command::new(exe)
-                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
-                .env("DMB_SIGBUS_FILE", &file.0)
-                .output()
-                .expect("run the child");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{text}");
-            assert!(text.contains("file shrunk to 1 page"), "{text}");
-            return;
-        };
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        // SAFETY: a plain system call on a struct we own; no core file.
-        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-        let m = FileBackedMemory::open(Path::new(&path), 2, None).expect("open");
-        // What another process would do, through a handle of its own.
-        let other = OpenOptions::new().write(true).open(&path).expect("open");
-        other.set_len(WASM_PAGE as u64).expect("shrink");
-        assert_eq!(m.as_slice()[0], 0, "page 0 is still in the file");
-        println!("file shrunk to 1 page; reading page 1");
-        let byte = std::hint::black_box(m.as_slice()[WASM_PAGE]);
-        panic!("read {byte} past the end of the file without SIGBUS");
+    /// Whether the switch `--name` was given.
+    fn switch(&mut self, name: &str) -> bool {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name);
+        at.map(|at| self.words.remove(at)).is_some()
     }
 
-    #[test]
-    fn bad_arguments_are_named() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(parse_args(&args(&["--grow", "0"]))
-            .err()
-            .expect("error")
-            .contains("--grow"));
-        assert!(parse_args(&args(&["--grow", "x"]))
-            .err()
-            .expect("error")
-            .contains("`x`"));
-        assert!(parse_args(&args(&["--path"]))
-            .err()
-            .expect("error")
-            .contains("--path"));
-        assert!(parse_args(&args(&["--size", "1"]))
-            .err()
-            .expect("error")
-            .contains("--size"));
-        assert_eq!(parse_args(&args(&["--grow", "3"])).map(|o| o.grow), Ok(3));
+    /// The words after `--` (a command to run), or none.
+    fn rest(&mut self) -> Vec<String> {
+        let at = self.words.iter().position(|w| w == "--");
+        at.map(|at| self.words.split_off(at).split_off(1))
+            .unwrap_or_default()
+    }
+
+    /// Ends the parse: a word no flag took is an error.
+    fn finish(self) {
+        if let Some(word) = self.words.first() {
+            self.fail(&format!("unknown argument `{word}`"));
+        }
     }
 }
+// SHARED_END: cli
