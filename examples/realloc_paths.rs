@@ -1,15 +1,17 @@
-//! Growth policies and the allocator, measured.
+//! Growth policies and the allocator, measured: how often a growing `Vec`
+//! reallocates, and whether one `realloc` copies or remaps.
 //!
-//! 1. A `Vec` grown one 4 KiB page at a time with `reserve` (today: doubling)
-//!    and with `reserve_exact`: how many reallocations, how many moves, and
-//!    how many bytes sat in the buffer at each move, next to the math.
-//! 2. One `System.realloc` of a large block whose pages are all resident,
-//!    counting the minor page faults of that one call. glibc moves the pages
-//!    of a large block with `mremap` (no fault), but only if Rust calls
-//!    `realloc` at all: for an alignment above 16, std allocates, copies and
-//!    frees instead (a fault for every page copied).
+//! It grows a `Vec` one 4 KiB page at a time with `reserve` and with
+//! `reserve_exact`, counting reallocations and moves against the math; then
+//! it counts the minor page faults of one `System.realloc` of a large,
+//! touched block: none when glibc moves the pages with `mremap`, one per page
+//! when std copies (alignments above 16).
 //!
-//! `cargo run --release --example realloc_paths`
+//! - Explained in: "Growth policies: doubling or exact" (src/part1-growth-policies.md)
+//!   and "What realloc does: remap or copy" (src/part1-realloc-paths.md)
+//! - Run: `cargo run --release --example realloc_paths -- --pages 256`
+//! - Tested by: `cargo test --test realloc_paths`
+//! - Depends on: std, libc 0.2
 
 // `mdbook test` passes no `--extern`, so the crate is named here.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -99,7 +101,7 @@ pub fn predicted(policy: Policy, pages: u64) -> (u64, u64) {
 
 /// The measurement of one `realloc`: glibc on Linux only.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-mod faults {
+pub mod faults {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::io;
     use std::ptr::NonNull;
@@ -165,6 +167,17 @@ mod faults {
         version.to_string_lossy().into_owned()
     }
     // ANCHOR_END: faults
+
+    // ANCHOR: vmstat
+    /// A counter from /proc/vmstat, such as `thp_fault_alloc` (a fault
+    /// mapped a huge page) or `thp_fault_fallback` (a fault wanted one and
+    /// got 4 KiB pages). System-wide: other processes' faults count too.
+    pub fn vmstat(key: &str) -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/vmstat").ok()?;
+        let line = text.lines().find(|l| l.split(' ').next() == Some(key))?;
+        line.split(' ').nth(1)?.parse().ok()
+    }
+    // ANCHOR_END: vmstat
 
     // ANCHOR: realloc
     /// One block from `System`, freed on drop.
@@ -259,47 +272,27 @@ mod faults {
     // ANCHOR_END: realloc
 }
 
-// ANCHOR: main
-struct Options {
-    /// Pages to grow each `Vec` to.
-    pages: usize,
-    /// MiB of the block that one `realloc` doubles.
-    realloc_mib: usize,
-    /// Leave transparent huge pages as the system has them.
-    keep_thp: bool,
-}
+const USAGE: &str = "\
+usage: realloc_paths [--pages N] [--realloc-mib M] [--keep-thp]
+  --pages N         grow each Vec page by page to N 4 KiB pages (1..=2048, default 256)
+  --realloc-mib M   realloc a touched M MiB block to 2M MiB (32..=1024, default 64)
+  --keep-thp        leave transparent huge pages as the system has them, and
+                    print the system's THP fault counters instead of a verdict";
 
-const USAGE: &str = "usage: realloc_paths [--pages N] [--realloc-mib M] [--keep-thp]
-  --pages N        grow each Vec page by page to N 4 KiB pages, 1 <= N <= 2048 (default 256)
-  --realloc-mib M  realloc a touched M MiB block to 2M MiB, 32 <= M <= 1024 (default 64)
-  --keep-thp       leave transparent huge pages on: faults then undercount copies";
-
-fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut options = Options {
-        pages: 256,
-        realloc_mib: 64,
-        keep_thp: false,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let (slot, range) = match flag.as_str() {
-            "--keep-thp" => {
-                options.keep_thp = true;
-                continue;
-            }
-            "--pages" => (&mut options.pages, 1..=2048),
-            // At least 32 MiB: glibc's mmap threshold never rises above that on
-            // 64-bit, so the block is always a mapping of its own.
-            "--realloc-mib" => (&mut options.realloc_mib, 32..=1024),
-            other => return Err(format!("unknown argument `{other}`")),
-        };
-        let value = it.next().ok_or(format!("`{flag}` needs a number"))?;
-        *slot = match value.parse() {
-            Ok(n) if range.contains(&n) => n,
-            _ => return Err(format!("`{flag}` takes {range:?}, got `{value}`")),
-        };
+fn main() {
+    let mut args = Args::parse("realloc_paths", USAGE);
+    let pages = args.number("--pages", 256, 1..=2048) as usize;
+    // At least 32 MiB: glibc's mmap threshold never rises above that on
+    // 64-bit, so the block is normally a mapping of its own.
+    let realloc_mib = args.number("--realloc-mib", 64, 32..=1024) as usize;
+    let keep_thp = args.switch("--keep-thp");
+    args.finish();
+    print_growth(pages);
+    println!();
+    if let Err(e) = print_realloc(realloc_mib, keep_thp) {
+        eprintln!("realloc_paths: {e}");
+        std::process::exit(1);
     }
-    Ok(options)
 }
 
 fn print_growth(pages: usize) {
@@ -351,21 +344,33 @@ fn print_realloc(mib: usize, keep_thp: bool) -> std::io::Result<()> {
     if let Some(tuning) = malloc_tuning() {
         println!("note: {tuning} changes glibc's malloc; the numbers may not match the book");
     }
-    println!("align   minor faults   pages in block   address           µs  verdict");
+    let last = if thp_off {
+        "verdict"
+    } else {
+        "thp_fault_alloc  thp_fault_fallback (system-wide)"
+    };
+    println!("align   minor faults   pages in block   address           µs  {last}");
     for align in [1, 16, 32, 4096] {
+        let thp_before = (vmstat("thp_fault_alloc"), vmstat("thp_fault_fallback"));
         let run = measure_realloc(mib << 20, mib << 21, align)?;
-        let verdict = if !thp_off {
-            "none: with THP a fault may be 2 MiB"
+        let thp_after = (vmstat("thp_fault_alloc"), vmstat("thp_fault_fallback"));
+        let counted = |before: Option<u64>, after: Option<u64>| match (before, after) {
+            (Some(b), Some(a)) => format!("+{}", a.saturating_sub(b)),
+            _ => "n/a".to_owned(),
+        };
+        let last = if !thp_off {
+            let alloc = counted(thp_before.0, thp_after.0);
+            format!("{alloc:>15}  {:>18}", counted(thp_before.1, thp_after.1))
         } else if run.faults * 64 < run.pages {
-            "remapped: no page copied"
+            "remapped: no page copied".to_owned()
         } else if run.faults * 2 > run.pages {
-            "copied: a fault per page"
+            "copied: a fault per page".to_owned()
         } else {
-            "unclear"
+            "unclear".to_owned()
         };
         let address = if run.moved { "moved" } else { "same" };
         println!(
-            "{align:>5} {:>14} {:>16}   {address:<8} {:>12.0}  {verdict}",
+            "{align:>5} {:>14} {:>16}   {address:<8} {:>12.0}  {last}",
             run.faults, run.pages, run.micros
         );
     }
@@ -378,113 +383,88 @@ fn print_realloc(_mib: usize, _keep_thp: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = parse_args(&args).unwrap_or_else(|e| {
-        eprintln!("realloc_paths: {e}\n{USAGE}");
-        std::process::exit(2);
-    });
-    print_growth(options.pages);
-    println!();
-    if let Err(e) = print_realloc(options.realloc_mib, options.keep_thp) {
-        eprintln!("realloc_paths: {e}");
-        std::process::exit(1);
+// SHARED: cli (canonical: examples/map_and_touch.rs)
+/// The command line, read the same way by every example: `--name value`
+/// flags and switches, then `-- words` for a command to run. `--help` prints
+/// the usage and exits 0; anything wrong prints one line naming the flag
+/// and exits 2.
+struct Args {
+    program: &'static str,
+    words: Vec<String>,
+}
+
+#[allow(dead_code)] // each example uses the methods it needs
+impl Args {
+    fn parse(program: &'static str, usage: &str) -> Args {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        if words
+            .iter()
+            .take_while(|w| *w != "--")
+            .any(|w| w == "--help" || w == "-h")
+        {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        Args { program, words }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        eprintln!("{}: {why} (see --help)", self.program);
+        std::process::exit(2)
+    }
+
+    /// `--name VALUE`, taken off the command line.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name)?;
+        if self.words.get(at + 1).is_none_or(|value| value == "--") {
+            self.fail(&format!("{name} needs a value"));
+        }
+        self.words.remove(at);
+        Some(self.words.remove(at))
+    }
+
+    /// `--name N`: a whole number in `range`, or `default` if absent.
+    fn number(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let Some(text) = self.text(name) else {
+            return default;
+        };
+        match text.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                let (min, max) = (range.start(), range.end());
+                self.fail(&format!(
+                    "{name} takes a whole number from {min} to {max}, not `{text}`"
+                ))
+            }
+        }
+    }
+
+    /// Whether the switch `--name` was given.
+    fn switch(&mut self, name: &str) -> bool {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name);
+        at.map(|at| self.words.remove(at)).is_some()
+    }
+
+    /// The words after `--` (a command to run), or none.
+    fn rest(&mut self) -> Vec<String> {
+        let at = self.words.iter().position(|w| w == "--");
+        at.map(|at| self.words.split_off(at).split_off(1))
+            .unwrap_or_default()
+    }
+
+    /// Ends the parse: a word no flag took is an error.
+    fn finish(self) {
+        if let Some(word) = self.words.first() {
+            self.fail(&format!("unknown argument `{word}`"));
+        }
     }
 }
-// ANCHOR_END: main
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The counts match the math: `reserve` reallocates once per doubling,
-    /// `reserve_exact` once per page. (If std ever changes its growth
-    /// factor, this test says so.)
-    #[test]
-    fn reserve_reallocates_per_doubling_and_reserve_exact_per_page() {
-        for pages in [1, 2, 5, 64, 100] {
-            for policy in [Policy::Reserve, Policy::ReserveExact] {
-                let (reallocs, copied) = predicted(policy, pages);
-                let bytes = grow_page_by_page(policy, pages as usize, 1u8);
-                let aligned = grow_page_by_page(policy, pages as usize, Page([1; STEP]));
-                for growth in [bytes, aligned] {
-                    assert_eq!(growth.reallocations, reallocs, "{policy:?} to {pages}");
-                    assert!(growth.moves <= reallocs && growth.bytes_moved <= copied);
-                }
-            }
-        }
-        assert_eq!(predicted(Policy::Reserve, 256), (8, 255 * 4096));
-        assert_eq!(predicted(Policy::ReserveExact, 256), (255, 32640 * 4096));
-    }
-
-    /// For an alignment above 16, std's `realloc` allocates the new block
-    /// while the old one still lives, then copies: every reallocation moves,
-    /// and every byte is copied, exactly as the math says.
-    #[test]
-    fn a_page_aligned_vec_moves_and_copies_on_every_reallocation() {
-        for policy in [Policy::Reserve, Policy::ReserveExact] {
-            let growth = grow_page_by_page(policy, 64, Page([1; STEP]));
-            let (reallocs, copied) = predicted(policy, 64);
-            assert_eq!(growth.moves, reallocs, "{policy:?}");
-            assert_eq!(growth.bytes_moved, copied, "{policy:?}");
-        }
-    }
-
-    /// The claim of the chapter, counted in page faults: one realloc of a
-    /// touched 64 MiB block to 128 MiB. Alignment 1 or 16: std calls
-    /// `libc::realloc`, glibc calls `mremap`, and no page is written (a few
-    /// faults at most). Alignment 32 or 4096: std allocates and copies, and
-    /// each page copied into the new block faults once.
-    #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn glibc_remaps_realloc_but_std_copies_alignments_above_16() {
-        use faults::*;
-        if let Some(tuning) = malloc_tuning() {
-            println!("skipped: {tuning} changes glibc's malloc");
-            return;
-        }
-        if let Err(e) = disable_thp() {
-            if thp_setting() == "always" {
-                println!("skipped: THP is `always` and could not be turned off ({e})");
-                return;
-            }
-        }
-        let mib = 1 << 20;
-        for (align, copies) in [(1, false), (16, false), (32, true), (4096, true)] {
-            let run = measure_realloc(64 * mib, 128 * mib, align).expect("realloc");
-            println!("align {align}: {run:?}");
-            if copies {
-                assert!(
-                    run.faults > run.pages / 2,
-                    "align {align} should copy: {run:?}"
-                );
-                assert!(run.moved, "a copy lands at a new address: {run:?}");
-            } else {
-                assert!(run.faults < 256, "align {align} should remap: {run:?}");
-            }
-        }
-    }
-
-    #[test]
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    fn glibc_remaps_realloc_but_std_copies_alignments_above_16() {
-        println!("skipped: needs Linux with glibc");
-    }
-
-    #[test]
-    fn bad_arguments_are_named() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let err = |a: &[&str]| parse_args(&args(a)).err().expect("an error");
-        assert!(err(&["--pages", "0"]).contains("--pages"));
-        assert!(err(&["--pages", "x"]).contains("`x`"));
-        assert!(err(&["--realloc-mib", "16"]).contains("32..=1024"));
-        assert!(err(&["--realloc-mib"]).contains("needs a number"));
-        assert!(err(&["--size", "1"]).contains("--size"));
-        let options = parse_args(&args(&["--pages", "8", "--realloc-mib", "32"])).expect("ok");
-        assert_eq!((options.pages, options.realloc_mib), (8, 32));
-        assert!(!options.keep_thp);
-        let default = parse_args(&[]).expect("ok");
-        assert_eq!((default.pages, default.realloc_mib), (256, 64));
-        assert!(parse_args(&args(&["--keep-thp"])).expect("ok").keep_thp);
-    }
-}
+// SHARED_END: cli

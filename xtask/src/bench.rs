@@ -22,6 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::charts::{self, Chart, Series};
+use crate::numbers::{self, Numbers};
 use crate::steps::{Book, Tally};
 use crate::{run_recorded, tools, Result};
 
@@ -610,7 +611,86 @@ fn report_dynamic_buffers(r: &Results, machine: &Machine, dirs: &Dirs) -> Result
     std::fs::write(&table, md)?;
     let csv = dirs.results.join("dynamic_buffers.csv");
     std::fs::write(&csv, r.csv())?;
-    Ok(vec![chart1, chart2, table, csv])
+    let numbers = dynamic_buffers_numbers(r, &lens).write(&dirs.results, "dynamic_buffers")?;
+    Ok(vec![chart1, chart2, table, csv, numbers])
+}
+
+/// The numbers Part IV quotes from a `dynamic_buffers` run, and the charts'
+/// alt texts, written from the same estimates as the table.
+fn dynamic_buffers_numbers(r: &Results, lens: &[u64]) -> Numbers {
+    let at = |variant: &str, len: u64| r.get(variant, len).expect("checked by the report");
+    let per_elem = |e: &Estimate| e.mean_ns / e.elements.unwrap_or(e.param).max(1) as f64;
+    let mut n = Numbers::default();
+    for &len in lens {
+        for (variant, _) in DB_VARIANTS {
+            n.add(
+                format!("{variant}_ns_{len}"),
+                sig2(per_elem(at(variant, len))),
+            );
+        }
+        for ((_, with, without), key) in DB_ADDED.iter().zip(["copy", "alloc", "touch"]) {
+            let extra = at(with, len).mean_ns - at(without, len).mean_ns;
+            n.add(
+                format!("{key}_ratio_{len}"),
+                sig2(extra / at("preallocated", len).mean_ns),
+            );
+        }
+        if let Some(f) = r.fault("first_touch", len) {
+            n.add(format!("first_touch_faults_{len}"), format!("{f:.0}"));
+        }
+    }
+    // One fault's cost: the extra time of first touch at the largest length,
+    // divided by the faults it took there.
+    if let Some(&len) = lens.last() {
+        let extra = at("first_touch", len).mean_ns - at("prefaulted", len).mean_ns;
+        if let Some(faults) = r.fault("first_touch", len).filter(|&f| f > 0.0) {
+            n.add("fault_us", sig2(extra / faults / 1000.0));
+        }
+    }
+    let series = |variant: &str| {
+        lens.iter()
+            .map(|&len| {
+                format!(
+                    "{} at n = {}",
+                    sig2(per_elem(at(variant, len))),
+                    group_digits(len)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (first, last) = (
+        lens.first().copied().unwrap_or(0),
+        lens.last().copied().unwrap_or(0),
+    );
+    let mut alt = format!(
+        "Time per element in nanoseconds against length n from {} to {}, both on log scales, one line per variant.",
+        group_digits(first),
+        group_digits(last)
+    );
+    for (variant, _) in DB_VARIANTS {
+        let _ = write!(alt, " {variant}: {}.", series(variant));
+    }
+    n.add("chart_alt", alt);
+    let mut alt = "Added time divided by kernel time against length n, log scales, with a dashed line at 1; values at or below 0 are not drawn.".to_owned();
+    for ((name, with, without), key) in DB_ADDED.iter().zip(["copy", "alloc", "touch"]) {
+        let values: Vec<String> = lens
+            .iter()
+            .map(|&len| {
+                let ratio = n
+                    .get(&format!("{key}_ratio_{len}"))
+                    .unwrap_or("?")
+                    .to_owned();
+                format!("{ratio} at n = {}", group_digits(len))
+            })
+            .collect();
+        let _ = write!(alt, " {name} ({with} - {without}): {}.", values.join(", "));
+    }
+    n.add("added_alt", alt);
+    if let Some(load) = numbers::load_average() {
+        n.add("load_average", load);
+    }
+    n
 }
 
 // ---------------------------------------------------------------------------
@@ -713,7 +793,60 @@ fn report_memory_grow(r: &Results, machine: &Machine, dirs: &Dirs) -> Result<Vec
     std::fs::write(&table, md)?;
     let csv = dirs.results.join("memory_grow.csv");
     std::fs::write(&csv, r.csv())?;
-    Ok(vec![chart, table, csv])
+    let numbers = memory_grow_numbers(r, &functions, &sizes).write(&dirs.results, "memory_grow")?;
+    Ok(vec![chart, table, csv, numbers])
+}
+
+/// The numbers Part I and Part IV quote from a `memory_grow` run, and the
+/// chart's alt text, written from the same estimates as the table.
+fn memory_grow_numbers(r: &Results, functions: &[String], sizes: &[u64]) -> Numbers {
+    let per_grow_us = |e: &Estimate| e.mean_ns / e.elements.unwrap_or(1).max(1) as f64 / 1000.0;
+    let mut n = Numbers::default();
+    let mut in_place: Vec<f64> = Vec::new();
+    let mut alt = format!(
+        "Microseconds per grow against the final size P, from {} to {} WebAssembly pages, both on log scales, one line per strategy.",
+        group_digits(sizes.first().copied().unwrap_or(0)),
+        group_digits(sizes.last().copied().unwrap_or(0))
+    );
+    for f in functions {
+        let mut points = Vec::new();
+        for &p in sizes {
+            let Some(e) = r.get(f, p) else { continue };
+            n.add(format!("{f}_us_{p}"), sig3(per_grow_us(e)));
+            points.push(format!(
+                "{} at P = {}",
+                sig2(per_grow_us(e)),
+                group_digits(p)
+            ));
+            if let Some(floor) = r.get("floor", p).filter(|_| f != "floor") {
+                let ratio = e.mean_ns / floor.mean_ns;
+                n.add(format!("{f}_ratio_{p}"), sig3(ratio));
+                if ["reserved", "remap", "relocate"].contains(&f.as_str()) {
+                    in_place.push(ratio);
+                }
+            }
+        }
+        let _ = write!(alt, " {f}: {} µs.", points.join(", "));
+    }
+    let floors: Vec<f64> = sizes
+        .iter()
+        .filter_map(|&p| r.get("floor", p).map(per_grow_us))
+        .collect();
+    let range = |v: &[f64], name: &str, n: &mut Numbers| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if min.is_finite() {
+            n.add(format!("{name}_min"), sig3(min));
+            n.add(format!("{name}_max"), sig3(max));
+        }
+    };
+    range(&in_place, "in_place_ratio", &mut n);
+    range(&floors, "floor_us", &mut n);
+    n.add("chart_alt", alt);
+    if let Some(load) = numbers::load_average() {
+        n.add("load_average", load);
+    }
+    n
 }
 
 /// Part I's speed targets: the most each in-place strategy may cost, as a

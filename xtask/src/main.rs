@@ -9,6 +9,7 @@ mod blocks;
 mod browser;
 mod charts;
 mod links;
+mod numbers;
 mod process;
 #[cfg(test)]
 mod selftest;
