@@ -48,7 +48,9 @@ pub struct Growth {
     /// Bytes in the buffer at those moves: what a copying allocator copies.
     pub bytes_moved: u64,
 }
+// ANCHOR_END: policy
 
+// ANCHOR: grow_page_by_page
 /// Grows an empty `Vec<T>` by one page of `value`s at a time until it holds
 /// `pages` pages, and counts what each step cost.
 pub fn grow_page_by_page<T: Copy>(policy: Policy, pages: usize, value: T) -> Growth {
@@ -75,7 +77,7 @@ pub fn grow_page_by_page<T: Copy>(policy: Policy, pages: usize, value: T) -> Gro
     }
     growth
 }
-// ANCHOR_END: policy
+// ANCHOR_END: grow_page_by_page
 
 // ANCHOR: math
 /// The math for growing to `pages` pages when every reallocation copies:
@@ -133,6 +135,7 @@ pub mod faults {
         }
         Ok(())
     }
+    // ANCHOR_END: faults
 
     /// The system's THP setting, the word in brackets: `always`, `madvise`
     /// or `never`.
@@ -166,7 +169,6 @@ pub mod faults {
         let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
         version.to_string_lossy().into_owned()
     }
-    // ANCHOR_END: faults
 
     // ANCHOR: vmstat
     /// A counter from /proc/vmstat, such as `thp_fault_alloc` (a fault
@@ -179,7 +181,7 @@ pub mod faults {
     }
     // ANCHOR_END: vmstat
 
-    // ANCHOR: realloc
+    // ANCHOR: block
     /// One block from `System`, freed on drop.
     struct Block {
         ptr: NonNull<u8>,
@@ -215,10 +217,13 @@ pub mod faults {
         }
     }
 
+    // ANCHOR_END: block
+
     fn out_of_memory(size: usize) -> io::Error {
         io::Error::new(io::ErrorKind::OutOfMemory, format!("{size} bytes refused"))
     }
 
+    // ANCHOR: realloc
     /// What one `realloc` cost.
     #[derive(Debug, Clone, Copy)]
     pub struct ReallocRun {
@@ -242,26 +247,14 @@ pub mod faults {
         }
         let layout = Layout::from_size_align(from, align).map_err(io::Error::other)?;
         let mut block = Block::new(layout)?;
-        let mark = |offset: usize| (offset / page % 251) as u8;
-        for offset in (0..from).step_by(page) {
-            // SAFETY: `offset < from`, so it lies inside the block.
-            unsafe { block.ptr.as_ptr().add(offset).write_volatile(mark(offset)) };
-        }
+        mark_every_page(&block, from, page);
         let address = block.ptr.as_ptr() as usize;
         let before = minor_faults()?;
         let started = Instant::now();
         block.realloc(to)?;
         let micros = started.elapsed().as_secs_f64() * 1e6;
         let faults = minor_faults()? - before;
-        for offset in (0..from).step_by(page) {
-            // SAFETY: the block now holds `to >= from` bytes.
-            let byte = unsafe { block.ptr.as_ptr().add(offset).read_volatile() };
-            if byte != mark(offset) {
-                return Err(io::Error::other(format!(
-                    "realloc lost the byte at {offset}"
-                )));
-            }
-        }
+        check_every_page(&block, from, page)?;
         Ok(ReallocRun {
             pages: (from / page) as u64,
             faults,
@@ -270,6 +263,39 @@ pub mod faults {
         })
     }
     // ANCHOR_END: realloc
+
+    /// The byte each page holds: its index, modulo a prime.
+    fn mark(offset: usize, page: usize) -> u8 {
+        (offset / page % 251) as u8
+    }
+
+    /// Writes one byte in each of the first `len` bytes' pages.
+    fn mark_every_page(block: &Block, len: usize, page: usize) {
+        for offset in (0..len).step_by(page) {
+            // SAFETY: `offset < len <= the block's size`.
+            unsafe {
+                block
+                    .ptr
+                    .as_ptr()
+                    .add(offset)
+                    .write_volatile(mark(offset, page))
+            };
+        }
+    }
+
+    /// Checks that each page of the first `len` bytes kept its byte.
+    fn check_every_page(block: &Block, len: usize, page: usize) -> io::Result<()> {
+        for offset in (0..len).step_by(page) {
+            // SAFETY: `offset < len <= the block's size`.
+            let byte = unsafe { block.ptr.as_ptr().add(offset).read_volatile() };
+            if byte != mark(offset, page) {
+                return Err(io::Error::other(format!(
+                    "realloc lost the byte at {offset}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 const USAGE: &str = "\

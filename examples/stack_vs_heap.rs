@@ -1,20 +1,18 @@
-//! Why a benchmark's buffers belong on the heap.
+//! Why a benchmark's buffers belong on the heap: stack arrays that kill the
+//! process at a length heap buffers run easily.
 //!
-//! stdlib-js's C benchmark for `dmskmin` kept its input in two stack arrays,
-//! `double x[len]` and `unsigned char mask[len]`. At len = 10^6 they need
-//! 9 MB, more than the 8 MiB main-thread stack, and the benchmark crashed
-//! (stdlib-js PR 9652 moved them to `malloc`). This example does the same in
-//! Rust, safely:
+//! stdlib-js's C benchmark for `dmskmin` kept its input in two stack arrays;
+//! at len = 10^6 they need 9 MB, more than the 8 MiB main-thread stack, and
+//! it crashed (stdlib-js PR 9652 moved them to `malloc`). This example runs
+//! the stack version in a child process (this program, re-run) on a thread
+//! with a known stack, and the heap version in this process on a 64 KiB
+//! stack. `benches/dynamic_buffers.rs` compiles this file in and measures
+//! its kernel and buffers.
 //!
-//! - the stack version runs in a child process (this program, re-executed),
-//!   on a thread with a known stack size, and the parent reports how it died;
-//! - the heap version (`Box<[f64]>`, `Box<[u8]>`) runs every length in this
-//!   process, on a thread with a 64 KiB stack.
-//!
-//! The kernel and the buffer setup are also what `benches/dynamic_buffers.rs`
-//! measures: the bench compiles this file in.
-//!
-//! Run: `cargo run --example stack_vs_heap` (add `-- --help` for options).
+//! - Explained in: "Static vs dynamic buffers in benchmarks" (src/part4-static-vs-dynamic.md)
+//! - Run: `cargo run --example stack_vs_heap -- --stack-kib 8192`
+//! - Tested by: `cargo test --test stack_vs_heap`
+//! - Depends on: std, libc 0.2
 
 // `mdbook test` passes no `--extern`, so the crate is named here.
 #[cfg(unix)]
@@ -37,8 +35,7 @@ pub const BYTES_PER_ELEMENT: usize = std::mem::size_of::<f64>() + 1;
 /// NaN if `n` is 0, if every element is masked, or if any unmasked element
 /// is NaN; and -0.0 counts as less than +0.0.
 ///
-/// Never inlined: every caller, and every variant of the benchmark, runs the
-/// same machine code, so a difference in time is not a difference in codegen.
+/// Never inlined: every benchmark variant runs the same machine code.
 #[inline(never)]
 pub fn masked_min(n: usize, x: &[f64], stride_x: usize, mask: &[u8], stride_mask: usize) -> f64 {
     assert!(stride_x > 0 && stride_mask > 0, "strides must be positive");
@@ -118,16 +115,22 @@ fn on_stack<const N: usize>(seed: u64) -> f64 {
 }
 
 /// A stack array's length is a compile-time constant: one copy per length.
-fn on_stack_len(len: usize, seed: u64) -> Option<f64> {
-    Some(match len {
-        10 => on_stack::<10>(seed),
-        100 => on_stack::<100>(seed),
-        1_000 => on_stack::<1_000>(seed),
-        10_000 => on_stack::<10_000>(seed),
-        100_000 => on_stack::<100_000>(seed),
-        1_000_000 => on_stack::<1_000_000>(seed),
-        _ => return None,
-    })
+macro_rules! per_length {
+    ($build:ident, $len:expr, $seed:expr) => {
+        Some(match $len {
+            10 => $build::<10>($seed),
+            100 => $build::<100>($seed),
+            1_000 => $build::<1_000>($seed),
+            10_000 => $build::<10_000>($seed),
+            100_000 => $build::<100_000>($seed),
+            1_000_000 => $build::<1_000_000>($seed),
+            _ => return None,
+        })
+    };
+}
+
+pub fn on_stack_len(len: usize, seed: u64) -> Option<f64> {
+    per_length!(on_stack, len, seed)
 }
 // ANCHOR_END: on_stack
 
@@ -142,32 +145,24 @@ fn boxed<const N: usize>(seed: u64) -> f64 {
     masked_min(N, black_box(&x[..]), 1, black_box(&mask[..]), 1)
 }
 
-fn boxed_len(len: usize, seed: u64) -> Option<f64> {
-    Some(match len {
-        10 => boxed::<10>(seed),
-        100 => boxed::<100>(seed),
-        1_000 => boxed::<1_000>(seed),
-        10_000 => boxed::<10_000>(seed),
-        100_000 => boxed::<100_000>(seed),
-        1_000_000 => boxed::<1_000_000>(seed),
-        _ => return None,
-    })
+pub fn boxed_len(len: usize, seed: u64) -> Option<f64> {
+    per_length!(boxed, len, seed)
 }
 
 /// The same work with heap buffers: the stack frame holds two pointers.
-fn on_heap_len(len: usize, seed: u64) -> f64 {
+pub fn on_heap_len(len: usize, seed: u64) -> f64 {
     let (x, mask) = heap_buffers(len, seed);
     masked_min(len, black_box(&x), 1, black_box(&mask), 1)
 }
 
 /// One seed for everything, so stack and heap runs see the same data.
-const SEED: u64 = 9652;
+pub const SEED: u64 = 9652;
 
 // ANCHOR: limits
 /// The main thread's stack limit, `getrlimit(RLIMIT_STACK)`, as (soft, hard)
 /// in bytes; `None` means unlimited.
 #[cfg(unix)]
-fn stack_rlimit() -> io::Result<(Option<u64>, Option<u64>)> {
+pub fn stack_rlimit() -> io::Result<(Option<u64>, Option<u64>)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -191,7 +186,7 @@ fn stack_rlimit() -> io::Result<(Option<u64>, Option<u64>)> {
 
 /// Rust's stack size for threads it spawns without `Builder::stack_size`:
 /// `RUST_MIN_STACK` if it is set to a number of bytes, else 2 MiB.
-fn spawned_thread_default(rust_min_stack: Option<&str>) -> (usize, &'static str) {
+pub fn spawned_thread_default(rust_min_stack: Option<&str>) -> (usize, &'static str) {
     match rust_min_stack.and_then(|s| s.parse().ok()) {
         Some(bytes) => (bytes, "from RUST_MIN_STACK"),
         None => (2 << 20, "Rust's default; RUST_MIN_STACK is not set"),
@@ -215,15 +210,14 @@ fn human(bytes: u64) -> String {
     }
 }
 
-// ANCHOR: child
 /// The environment variable that turns a run of this program into the child.
-const CHILD_ENV: &str = "STACK_VS_HEAP_CHILD";
+pub const CHILD_ENV: &str = "STACK_VS_HEAP_CHILD";
 /// The child's first line, so the parent knows it re-ran this program.
 const HELLO: &str = "stack_vs_heap child:";
 
 /// Where the child puts the stack arrays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Where {
+pub enum Where {
     /// A thread it spawns with exactly this many bytes of stack.
     Thread(usize),
     /// Its own main thread, whose stack is the RLIMIT_STACK soft limit.
@@ -232,81 +226,90 @@ enum Where {
     BoxNew(usize),
 }
 
-/// The child's instructions, passed in `CHILD_ENV`: `thread:BYTES:LENS`,
-/// `box:BYTES:LENS` or `main:LENS`, with LENS comma-separated.
-fn child_spec(place: Where, lens: &[usize]) -> String {
+/// The child's instructions, passed in `CHILD_ENV`: `KIND BYTES LENS`, with
+/// KIND `thread`, `box` or `main` (BYTES 0) and LENS comma-separated.
+pub fn child_spec(place: Where, lens: &[usize]) -> String {
     let lens: Vec<String> = lens.iter().map(usize::to_string).collect();
-    match place {
-        Where::Thread(bytes) => format!("thread:{bytes}:{}", lens.join(",")),
-        Where::BoxNew(bytes) => format!("box:{bytes}:{}", lens.join(",")),
-        Where::MainThread => format!("main:{}", lens.join(",")),
-    }
+    let (kind, bytes) = match place {
+        Where::Thread(bytes) => ("thread", bytes),
+        Where::BoxNew(bytes) => ("box", bytes),
+        Where::MainThread => ("main", 0),
+    };
+    format!("{kind} {bytes} {}", lens.join(","))
 }
 
-fn parse_child_spec(spec: &str) -> Option<(Where, Vec<usize>)> {
-    let (place, lens) = match spec.split_once(':')? {
-        (kind @ ("thread" | "box"), rest) => {
-            let (bytes, lens) = rest.split_once(':')?;
-            let bytes = bytes.parse().ok()?;
-            let place = if kind == "box" {
-                Where::BoxNew(bytes)
-            } else {
-                Where::Thread(bytes)
-            };
-            (place, lens)
-        }
-        ("main", lens) => (Where::MainThread, lens),
+pub fn parse_child_spec(spec: &str) -> Option<(Where, Vec<usize>)> {
+    let mut words = spec.split(' ');
+    let (kind, bytes, lens) = (words.next()?, words.next()?.parse().ok()?, words.next()?);
+    let place = match kind {
+        "thread" => Where::Thread(bytes),
+        "box" => Where::BoxNew(bytes),
+        "main" => Where::MainThread,
         _ => return None,
     };
     let lens = lens
         .split(',')
         .map(|l| l.parse().ok())
         .collect::<Option<Vec<usize>>>()?;
-    Some((place, lens))
+    words.next().is_none().then_some((place, lens))
 }
 
-/// The child: runs the stack version at each length in turn and prints a
-/// line after each, like stdlib's benchmark. When a frame does not fit, Rust's
-/// guard-page handler prints "thread '...' has overflowed its stack" and
-/// aborts the whole process with SIGABRT.
-fn child_main(spec: &str) -> ExitCode {
+/// The child: told by `CHILD_ENV` where to put the arrays and which
+/// lengths to run, it runs them and reports nothing else: how it ends is
+/// the answer, read by the parent.
+pub fn child_main(spec: &str) -> ExitCode {
     println!("{HELLO} {spec}");
     let Some((place, lens)) = parse_child_spec(spec) else {
         eprintln!("stack_vs_heap child: bad {CHILD_ENV} value `{spec}`");
         return ExitCode::from(2);
     };
     no_core_dump();
-    let build = match place {
-        Where::BoxNew(_) => boxed_len,
-        Where::Thread(_) | Where::MainThread => on_stack_len,
-    };
-    let run = move || {
-        for len in lens {
-            match build(len, SEED) {
-                Some(min) => println!("len {len} ok: min {min}"),
-                None => println!("len {len} has no stack version"),
-            }
+    let ran = match place {
+        Where::MainThread => {
+            run_lengths(&lens, on_stack_len);
+            Ok(())
         }
+        Where::Thread(bytes) => on_a_thread(bytes, lens, on_stack_len),
+        Where::BoxNew(bytes) => on_a_thread(bytes, lens, boxed_len),
     };
-    match place {
-        Where::MainThread => run(),
-        Where::Thread(bytes) | Where::BoxNew(bytes) => {
-            let spawned = std::thread::Builder::new()
-                .name(format!("stack-{}KiB", bytes / 1024))
-                .stack_size(bytes)
-                .spawn(run);
-            match spawned.map(|t| t.join()) {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return ExitCode::from(101), // a panic, already printed
-                Err(e) => {
-                    eprintln!("stack_vs_heap child: cannot spawn the thread: {e}");
-                    return ExitCode::from(1);
-                }
-            }
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stack_vs_heap child: {e}");
+            ExitCode::from(1)
         }
     }
-    ExitCode::SUCCESS
 }
+
+// ANCHOR: child
+/// Runs the stack version at each length, printing a line after each, as
+/// stdlib's benchmark does. A frame that does not fit never returns: the
+/// process dies with SIGABRT.
+fn run_lengths(lens: &[usize], build: fn(usize, u64) -> Option<f64>) {
+    for &len in lens {
+        match build(len, SEED) {
+            Some(min) => println!("len {len} ok: min {min}"),
+            None => println!("len {len} has no stack version"),
+        }
+    }
+}
+
+/// The same, on a thread with exactly `bytes` of stack: a known amount,
+/// whatever the child's own `main` has used.
+fn on_a_thread(
+    bytes: usize,
+    lens: Vec<usize>,
+    build: fn(usize, u64) -> Option<f64>,
+) -> io::Result<()> {
+    let thread = std::thread::Builder::new()
+        .name(format!("stack-{}KiB", bytes / 1024))
+        .stack_size(bytes)
+        .spawn(move || run_lengths(&lens, build))?;
+    thread
+        .join()
+        .map_err(|_| io::Error::other("the thread panicked"))
+}
+// ANCHOR_END: child
 
 /// The child is expected to abort: keep SIGABRT from writing a core file.
 #[cfg(unix)]
@@ -331,24 +334,23 @@ fn no_core_dump() {}
 
 /// How the child ended, and what it printed.
 #[derive(Debug)]
-struct ChildReport {
+pub struct ChildReport {
     /// The child printed `HELLO` first: it really ran this program.
-    is_this_program: bool,
+    pub is_this_program: bool,
     /// The lengths the child finished, each with the minimum it printed.
-    finished: Vec<(usize, String)>,
+    pub finished: Vec<(usize, String)>,
     /// The signal that killed it (Unix), if one did.
-    signal: Option<i32>,
+    pub signal: Option<i32>,
     /// Its exit code, if it exited.
-    code: Option<i32>,
+    pub code: Option<i32>,
     /// The line of its stderr that names the overflow, if any.
-    overflow_line: Option<String>,
-    stderr: String,
+    pub overflow_line: Option<String>,
+    pub stderr: String,
 }
 
 /// Runs `cmd` as the child with `spec`, bounded by `timeout`, and reads how
-/// it ended. The child's output is small, so reading it after the exit is safe.
-fn run_child(mut cmd: Command, spec: &str, timeout: Duration) -> io::Result<ChildReport> {
-    use std::io::Read;
+/// it ended.
+pub fn run_child(mut cmd: Command, spec: &str, timeout: Duration) -> io::Result<ChildReport> {
     let mut child = cmd
         .env(CHILD_ENV, spec)
         .stdin(Stdio::null())
@@ -370,13 +372,10 @@ fn run_child(mut cmd: Command, spec: &str, timeout: Duration) -> io::Result<Chil
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    if let Some(mut out) = child.stdout.take() {
-        out.read_to_string(&mut stdout)?;
-    }
-    if let Some(mut err) = child.stderr.take() {
-        err.read_to_string(&mut stderr)?;
-    }
+    // The child's output is small and it has exited: the pipes hold it all.
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     #[cfg(unix)]
     let signal = std::os::unix::process::ExitStatusExt::signal(&status);
     #[cfg(not(unix))]
@@ -399,7 +398,6 @@ fn run_child(mut cmd: Command, spec: &str, timeout: Duration) -> io::Result<Chil
         stderr,
     })
 }
-// ANCHOR_END: child
 
 fn signal_name(signal: i32) -> &'static str {
     #[cfg(unix)]
@@ -414,73 +412,39 @@ fn signal_name(signal: i32) -> &'static str {
     "another signal"
 }
 
-// ANCHOR: args
 const USAGE: &str = "\
 usage: stack_vs_heap [--stack-kib K] [--main-thread] [--box-new]
-  --stack-kib K    stack of the child's thread, in KiB, 16 <= K <= 1048576
-                   (default: the RLIMIT_STACK soft limit, or 8192 if unlimited)
-  --main-thread    put the child's arrays on its main thread instead, whose
-                   stack is the RLIMIT_STACK soft limit (`ulimit -s`)
-  --box-new        make the child's buffers with `Box::new([0.0; N])`";
+  --stack-kib K   stack of the child's thread, in KiB (16..=1048576, default:
+                  the RLIMIT_STACK soft limit, or 8192 if that is unlimited)
+  --main-thread   put the child's arrays on its main thread instead, whose
+                  stack is the RLIMIT_STACK soft limit (`ulimit -s`)
+  --box-new       make the child's buffers with `Box::new([0.0; N])`";
 
-#[derive(Debug, PartialEq, Eq)]
-struct Args {
+/// What the command line asked for.
+struct Options {
+    /// `None`: the RLIMIT_STACK soft limit, or 8 MiB if unlimited.
     stack_kib: Option<usize>,
     main_thread: bool,
     box_new: bool,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut parsed = Args {
-        stack_kib: None,
-        main_thread: false,
-        box_new: false,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--stack-kib" => {
-                let value = it.next().ok_or("`--stack-kib` needs a value")?;
-                let kib: usize = value
-                    .parse()
-                    .map_err(|_| format!("`--stack-kib` must be a whole number, not `{value}`"))?;
-                if !(16..=1 << 20).contains(&kib) {
-                    return Err(format!(
-                        "`--stack-kib` must be between 16 and 1048576, not {kib}"
-                    ));
-                }
-                parsed.stack_kib = Some(kib);
-            }
-            "--main-thread" => parsed.main_thread = true,
-            "--box-new" => parsed.box_new = true,
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    if parsed.main_thread && (parsed.stack_kib.is_some() || parsed.box_new) {
-        return Err("`--main-thread` goes with neither `--stack-kib` nor `--box-new`".into());
-    }
-    Ok(parsed)
-}
-// ANCHOR_END: args
-
-// ANCHOR: main
 fn main() -> ExitCode {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         return child_main(&spec);
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse_args(&args) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("stack_vs_heap: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let mut args = Args::parse("stack_vs_heap", USAGE);
+    // 0, outside the range, stands for "not given".
+    let kib = args.number("--stack-kib", 0, 16..=1 << 20) as usize;
+    let options = Options {
+        stack_kib: (kib > 0).then_some(kib),
+        main_thread: args.switch("--main-thread"),
+        box_new: args.switch("--box-new"),
     };
-    match run(&args) {
+    if options.main_thread && (options.stack_kib.is_some() || options.box_new) {
+        args.fail("--main-thread goes with neither --stack-kib nor --box-new");
+    }
+    args.finish();
+    match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stack_vs_heap: {e}");
@@ -489,7 +453,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run(args: &Options) -> Result<(), String> {
     // 1. The limits.
     let rlimit = stack_rlimit();
     let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), human);
@@ -505,49 +469,38 @@ fn run(args: &Args) -> Result<(), String> {
     let (spawned, why) = spawned_thread_default(env_min.as_deref());
     println!("spawned threads: {} ({why})", human(spawned as u64));
 
-    // 2. Where the child's arrays go.
+    // 2. Where the child's arrays go, and which lengths fit there.
     let soft = rlimit.ok().and_then(|(soft, _)| soft);
     let bytes = args
         .stack_kib
         .map_or(soft.map_or(8 << 20, |s| s as usize), |k| k << 10);
-    let place = match (args.main_thread, args.box_new) {
-        (true, _) => Where::MainThread,
-        (false, true) => Where::BoxNew(bytes),
-        (false, false) => Where::Thread(bytes),
+    let (place, stack) = match (args.main_thread, args.box_new) {
+        (true, _) => (Where::MainThread, soft),
+        (false, true) => (Where::BoxNew(bytes), Some(bytes as u64)),
+        (false, false) => (Where::Thread(bytes), Some(bytes as u64)),
     };
-    let (stack_bytes, where_text) = match place {
-        Where::Thread(b) => (
-            Some(b as u64),
-            format!("a thread with {} of stack", human(b as u64)),
-        ),
-        Where::BoxNew(b) => (
-            Some(b as u64),
-            format!("a thread with {} of stack", human(b as u64)),
-        ),
-        Where::MainThread => (soft, format!("its main thread ({} stack)", show(soft))),
-    };
-    println!(
-        "\n{:>9} {:>10}  fits in {}?",
-        "len",
-        "9 * len",
-        show(stack_bytes)
-    );
+    println!("\n{:>9} {:>10}  fits in {}?", "len", "9 * len", show(stack));
     for len in LENGTHS {
-        let bytes = (len * BYTES_PER_ELEMENT) as u64;
-        let fits = stack_bytes.is_none_or(|s| bytes < s);
-        println!(
-            "{len:>9} {:>10}  {}",
-            human(bytes),
-            if fits { "yes" } else { "no" }
-        );
+        let need = (len * BYTES_PER_ELEMENT) as u64;
+        let fits = if stack.is_none_or(|s| need < s) {
+            "yes"
+        } else {
+            "no"
+        };
+        println!("{len:>9} {:>10}  {fits}", human(need));
     }
 
     // 3. The stack version, in a child process.
-    let what = match place {
-        Where::BoxNew(_) => "Box::new([0.0; N])",
-        Where::Thread(_) | Where::MainThread => "stack arrays",
+    let what = if args.box_new {
+        "Box::new([0.0; N])"
+    } else {
+        "stack arrays"
     };
-    println!("\n{what}: a child process, on {where_text}");
+    let on = match place {
+        Where::MainThread => format!("its main thread ({} stack)", show(soft)),
+        _ => format!("a thread with {} of stack", show(stack)),
+    };
+    println!("\n{what}: a child process, on {on}");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let spec = child_spec(place, &LENGTHS);
     let report = run_child(Command::new(exe), &spec, Duration::from_secs(20))
@@ -567,25 +520,18 @@ fn run(args: &Args) -> Result<(), String> {
         println!("  len {len:>7} ok: min {min}");
     }
 
-    // 5. The verdict: the same minima where both ran, and where the stack stopped.
-    let same = report
-        .finished
-        .iter()
-        .filter(|(len, min)| {
-            let at = LENGTHS.iter().position(|l| l == len);
-            at.is_some_and(|i| heap[i].to_string() == *min)
-        })
-        .count();
-    if same != report.finished.len() {
-        return Err("the stack and heap versions disagree on a minimum".into());
+    // 5. The verdict: the same minima where both ran.
+    for (len, min) in &report.finished {
+        let at = LENGTHS.iter().position(|l| l == len);
+        if at.is_none_or(|i| heap[i].to_string() != *min) {
+            return Err(format!("the stack and heap versions disagree at len {len}"));
+        }
     }
-    match LENGTHS
-        .iter()
-        .find(|&&l| !report.finished.iter().any(|(len, _)| *len == l))
-    {
+    let done = report.finished.len();
+    match LENGTHS.get(done) {
         Some(stopped) if report.is_this_program => println!(
             "\nheap buffers ran every length; stack arrays stopped at len {stopped} \
-             (the {same} lengths both ran gave the same minimum)"
+             (the {done} lengths both ran gave the same minimum)"
         ),
         _ => println!("\nheap buffers ran every length; so did the stack arrays here"),
     }
@@ -603,198 +549,100 @@ fn summarise_child(report: &ChildReport) {
     }
     match (report.signal, report.code) {
         (Some(sig), _) => println!("  child killed by signal {sig} ({})", signal_name(sig)),
-        (None, Some(0)) => println!("  child exited with status 0"),
         (None, Some(code)) => println!("  child exited with status {code}"),
         (None, None) => println!("  child ended without a status"),
     }
-    match &report.overflow_line {
-        Some(line) => println!("  its stderr: {}", line.trim()),
-        None if !report.stderr.trim().is_empty() => {
-            println!("  its stderr: {}", report.stderr.trim())
-        }
-        None => {}
+    let stderr = report
+        .overflow_line
+        .as_deref()
+        .unwrap_or(report.stderr.trim());
+    if !stderr.is_empty() {
+        println!("  its stderr: {}", stderr.trim());
     }
 }
-// ANCHOR_END: main
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// SHARED: cli (canonical: examples/map_and_touch.rs)
+/// The command line, read the same way by every example: `--name value`
+/// flags and switches, then `-- words` for a command to run. `--help` prints
+/// the usage and exits 0; anything wrong prints one line naming the flag
+/// and exits 2.
+struct Args {
+    program: &'static str,
+    words: Vec<String>,
+}
 
-    /// The child, when a test below spawns this test binary again with
-    /// `CHILD_ENV` set. In a normal test run it does nothing.
-    #[test]
-    fn child_entry_point() {
-        if let Ok(spec) = std::env::var(CHILD_ENV) {
-            let code = if child_main(&spec) == ExitCode::SUCCESS {
-                0
-            } else {
-                1
-            };
-            std::process::exit(code);
-        }
-    }
-
-    /// This test binary, filtered to `child_entry_point` only.
-    fn this_test_binary() -> Command {
-        let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-        cmd.args([
-            "tests::child_entry_point",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ]);
-        cmd
-    }
-
-    #[test]
-    fn a_too_large_stack_array_aborts_the_child_with_the_overflow_message() {
-        // 10^5 elements need 900,000 bytes; the thread has 64 KiB.
-        let spec = child_spec(Where::Thread(64 << 10), &[10, 100_000]);
-        let report = run_child(this_test_binary(), &spec, Duration::from_secs(20)).unwrap();
-        assert!(report.is_this_program, "{report:?}");
-        let lens: Vec<usize> = report.finished.iter().map(|(len, _)| *len).collect();
-        assert_eq!(lens, [10], "{report:?}");
-        #[cfg(unix)]
-        assert_eq!(report.signal, Some(libc::SIGABRT), "{report:?}");
-        let line = report.overflow_line.expect("the overflow message");
-        assert!(line.contains("'stack-64KiB'"), "{line}");
-    }
-
-    #[test]
-    fn small_stack_arrays_fit_the_same_small_stack() {
-        let spec = child_spec(Where::Thread(64 << 10), &[10, 100, 1_000]);
-        let report = run_child(this_test_binary(), &spec, Duration::from_secs(20)).unwrap();
-        let lens: Vec<usize> = report.finished.iter().map(|(len, _)| *len).collect();
-        assert_eq!(lens, [10, 100, 1_000], "{report:?}");
-        let heap = on_heap_len(1_000, SEED).to_string();
-        assert_eq!(
-            report.finished[2].1, heap,
-            "the child's minimum is the heap's"
-        );
-        assert_eq!(report.code, Some(0), "{report:?}");
-        assert_eq!(report.overflow_line, None);
-    }
-
-    /// `Box::new([0.0; N])` builds the array on the stack first: in a debug
-    /// build (the one `cargo test` makes) it overflows like a local array.
-    #[test]
-    #[cfg(debug_assertions)]
-    fn box_new_of_a_large_array_overflows_in_a_debug_build() {
-        let spec = child_spec(Where::BoxNew(64 << 10), &[10, 100_000]);
-        let report = run_child(this_test_binary(), &spec, Duration::from_secs(20)).unwrap();
-        let lens: Vec<usize> = report.finished.iter().map(|(len, _)| *len).collect();
-        assert_eq!(lens, [10], "{report:?}");
-        #[cfg(unix)]
-        assert_eq!(report.signal, Some(libc::SIGABRT), "{report:?}");
-        assert!(report.overflow_line.is_some(), "{report:?}");
-    }
-
-    #[test]
-    fn heap_buffers_work_at_every_length_on_a_64_kib_stack() {
-        let mins = std::thread::Builder::new()
-            .stack_size(64 << 10)
-            .spawn(|| LENGTHS.map(|len| on_heap_len(len, SEED)))
-            .unwrap()
-            .join()
-            .expect("no overflow: the thread returned");
-        for (len, min) in LENGTHS.iter().zip(mins) {
-            assert!((-10_000.0..10_000.0).contains(&min), "len {len}: {min}");
-        }
-        // More elements can only lower the minimum of the same stream.
-        assert!(mins.windows(2).all(|w| w[1] <= w[0]), "{mins:?}");
-    }
-
-    #[test]
-    fn stack_and_heap_versions_compute_the_same_minimum() {
-        for len in [10, 100, 1_000] {
-            assert_eq!(on_stack_len(len, SEED), Some(on_heap_len(len, SEED)));
-        }
-        assert_eq!(on_stack_len(7, SEED), None);
-    }
-
-    #[test]
-    fn masked_min_follows_stdlib_dmskmin() {
-        let nan = f64::NAN;
-        assert!(masked_min(0, &[], 1, &[], 1).is_nan(), "n = 0");
-        assert!(
-            masked_min(2, &[1.0, 2.0], 1, &[1, 1], 1).is_nan(),
-            "all masked"
-        );
-        assert!(masked_min(3, &[1.0, nan, 0.5], 1, &[0, 0, 0], 1).is_nan());
-        assert_eq!(masked_min(3, &[1.0, nan, 0.5], 1, &[0, 1, 0], 1), 0.5);
-        assert_eq!(masked_min(3, &[4.0, -3.0, 2.0], 1, &[0, 1, 0], 1), 2.0);
-        let zero = masked_min(2, &[0.0, -0.0], 1, &[0, 0], 1);
-        assert!(zero == 0.0 && zero.is_sign_negative(), "-0.0 wins");
-        assert_eq!(masked_min(1, &[f64::INFINITY], 1, &[0], 1), f64::INFINITY);
-    }
-
-    #[test]
-    fn masked_min_reads_every_stride_th_element() {
-        let x = [5.0, -100.0, 3.0, -100.0, 4.0];
-        let mask = [0u8; 7];
-        assert_eq!(masked_min(3, &x, 2, &mask, 3), 3.0);
-        let fine = std::panic::catch_unwind(|| masked_min(4, &x, 2, &mask, 1));
-        assert!(fine.is_err(), "4 elements at stride 2 need 7 values");
-    }
-
-    #[test]
-    fn fill_masks_about_a_fifth_and_stays_in_range() {
-        let (x, mask) = heap_buffers(100_000, 1);
-        let masked = mask.iter().filter(|&&m| m == 1).count();
-        assert!((19_000..21_000).contains(&masked), "{masked}");
-        assert!(x.iter().all(|v| (-10_000.0..10_000.0).contains(v)));
-        assert_eq!(heap_buffers(100, 1), heap_buffers(100, 1), "deterministic");
-    }
-
-    #[test]
-    fn limits_are_read_and_defaults_follow_rust_min_stack() {
-        #[cfg(unix)]
+#[allow(dead_code)] // each example uses the methods it needs
+impl Args {
+    fn parse(program: &'static str, usage: &str) -> Args {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        if words
+            .iter()
+            .take_while(|w| *w != "--")
+            .any(|w| w == "--help" || w == "-h")
         {
-            let (soft, hard) = stack_rlimit().unwrap();
-            if let (Some(soft), Some(hard)) = (soft, hard) {
-                assert!(soft <= hard);
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        Args { program, words }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        eprintln!("{}: {why} (see --help)", self.program);
+        std::process::exit(2)
+    }
+
+    /// `--name VALUE`, taken off the command line.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name)?;
+        if self.words.get(at + 1).is_none_or(|value| value == "--") {
+            self.fail(&format!("{name} needs a value"));
+        }
+        self.words.remove(at);
+        Some(self.words.remove(at))
+    }
+
+    /// `--name N`: a whole number in `range`, or `default` if absent.
+    fn number(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let Some(text) = self.text(name) else {
+            return default;
+        };
+        match text.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                let (min, max) = (range.start(), range.end());
+                self.fail(&format!(
+                    "{name} takes a whole number from {min} to {max}, not `{text}`"
+                ))
             }
-            assert!(soft.is_none_or(|s| s >= 64 << 10), "{soft:?}");
         }
-        assert_eq!(spawned_thread_default(None).0, 2 << 20);
-        assert_eq!(spawned_thread_default(Some("65536")).0, 65536);
-        assert_eq!(spawned_thread_default(Some("lots")).0, 2 << 20);
     }
 
-    #[test]
-    fn child_specs_round_trip_and_bad_ones_are_refused() {
-        for place in [Where::Thread(65536), Where::BoxNew(4096), Where::MainThread] {
-            let spec = child_spec(place, &LENGTHS);
-            assert_eq!(parse_child_spec(&spec), Some((place, LENGTHS.to_vec())));
-        }
-        assert_eq!(parse_child_spec("thread:big:10"), None);
-        assert_eq!(parse_child_spec("heap:10"), None);
-        assert_eq!(ExitCode::from(2), child_main("nonsense"));
+    /// Whether the switch `--name` was given.
+    fn switch(&mut self, name: &str) -> bool {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name);
+        at.map(|at| self.words.remove(at)).is_some()
     }
 
-    #[test]
-    fn bad_arguments_are_rejected_and_named() {
-        let parse =
-            |args: &[&str]| parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(
-            parse(&[]),
-            Ok(Args {
-                stack_kib: None,
-                main_thread: false,
-                box_new: false,
-            })
-        );
-        assert_eq!(parse(&["--stack-kib", "64"]).unwrap().stack_kib, Some(64));
-        assert!(parse(&["--stack-kib"])
-            .unwrap_err()
-            .contains("needs a value"));
-        assert!(parse(&["--stack-kib", "8"])
-            .unwrap_err()
-            .contains("between 16"));
-        assert!(parse(&["--stack-kib", "x"]).unwrap_err().contains("`x`"));
-        assert!(parse(&["--heap"]).unwrap_err().contains("`--heap`"));
-        assert!(parse(&["--main-thread", "--stack-kib", "64"]).is_err());
-        assert!(parse(&["--box-new"]).unwrap().box_new);
+    /// The words after `--` (a command to run), or none.
+    fn rest(&mut self) -> Vec<String> {
+        let at = self.words.iter().position(|w| w == "--");
+        at.map(|at| self.words.split_off(at).split_off(1))
+            .unwrap_or_default()
+    }
+
+    /// Ends the parse: a word no flag took is an error.
+    fn finish(self) {
+        if let Some(word) = self.words.first() {
+            self.fail(&format!("unknown argument `{word}`"));
+        }
     }
 }
+// SHARED_END: cli
