@@ -1,13 +1,11 @@
 //! Why a benchmark's buffers belong on the heap: stack arrays that kill the
 //! process at a length heap buffers run easily.
 //!
-//! stdlib-js's C benchmark for `dmskmin` kept its input in two stack arrays;
-//! at len = 10^6 they need 9 MB, more than the 8 MiB main-thread stack, and
-//! it crashed (stdlib-js PR 9652 moved them to `malloc`). This example runs
-//! the stack version in a child process (this program, re-run) on a thread
-//! with a known stack, and the heap version in this process on a 64 KiB
-//! stack. `benches/dynamic_buffers.rs` compiles this file in and measures
-//! its kernel and buffers.
+//! stdlib-js's `dmskmin` benchmark crashed at len = 10^6: its two stack
+//! arrays needed 9 MB (PR 9652 moved them to `malloc`). The stack version
+//! runs here in a child process (this program, re-run) on a thread with a
+//! known stack; the heap version in this process, on a 64 KiB stack.
+//! `benches/dynamic_buffers.rs` compiles this file in to measure the kernel.
 //!
 //! - Explained in: "Static vs dynamic buffers in benchmarks" (src/part4-static-vs-dynamic.md)
 //! - Run: `cargo run --example stack_vs_heap -- --stack-kib 8192`
@@ -196,18 +194,12 @@ pub fn spawned_thread_default(rust_min_stack: Option<&str>) -> (usize, &'static 
 
 /// A byte count for people: `90 B`, `8.6 MiB`.
 fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    let (value, unit) = match bytes {
+        0..1024 => return format!("{bytes} B"),
+        1024..1048576 => (bytes as f64 / 1024.0, "KiB"),
+        _ => (bytes as f64 / 1048576.0, "MiB"),
+    };
+    format!("{value:.1} {unit}")
 }
 
 /// The environment variable that turns a run of this program into the child.
@@ -220,20 +212,17 @@ const HELLO: &str = "stack_vs_heap child:";
 pub enum Where {
     /// A thread it spawns with exactly this many bytes of stack.
     Thread(usize),
-    /// Its own main thread, whose stack is the RLIMIT_STACK soft limit.
-    MainThread,
     /// A thread with this many bytes of stack, building `Box::new([0.0; N])`.
     BoxNew(usize),
 }
 
 /// The child's instructions, passed in `CHILD_ENV`: `KIND BYTES LENS`, with
-/// KIND `thread`, `box` or `main` (BYTES 0) and LENS comma-separated.
+/// KIND `thread` or `box` and LENS comma-separated.
 pub fn child_spec(place: Where, lens: &[usize]) -> String {
     let lens: Vec<String> = lens.iter().map(usize::to_string).collect();
     let (kind, bytes) = match place {
         Where::Thread(bytes) => ("thread", bytes),
         Where::BoxNew(bytes) => ("box", bytes),
-        Where::MainThread => ("main", 0),
     };
     format!("{kind} {bytes} {}", lens.join(","))
 }
@@ -244,7 +233,6 @@ pub fn parse_child_spec(spec: &str) -> Option<(Where, Vec<usize>)> {
     let place = match kind {
         "thread" => Where::Thread(bytes),
         "box" => Where::BoxNew(bytes),
-        "main" => Where::MainThread,
         _ => return None,
     };
     let lens = lens
@@ -265,10 +253,6 @@ pub fn child_main(spec: &str) -> ExitCode {
     };
     no_core_dump();
     let ran = match place {
-        Where::MainThread => {
-            run_lengths(&lens, on_stack_len);
-            Ok(())
-        }
         Where::Thread(bytes) => on_a_thread(bytes, lens, on_stack_len),
         Where::BoxNew(bytes) => on_a_thread(bytes, lens, boxed_len),
     };
@@ -332,18 +316,15 @@ fn no_core_dump() {
 #[cfg(not(unix))]
 fn no_core_dump() {}
 
-/// How the child ended, and what it printed.
+/// How the child ended: whether it printed `HELLO` (so it really ran this
+/// program), the lengths it finished with their minima, the signal that
+/// killed it or its exit code, and its stderr's overflow line.
 #[derive(Debug)]
 pub struct ChildReport {
-    /// The child printed `HELLO` first: it really ran this program.
     pub is_this_program: bool,
-    /// The lengths the child finished, each with the minimum it printed.
     pub finished: Vec<(usize, String)>,
-    /// The signal that killed it (Unix), if one did.
     pub signal: Option<i32>,
-    /// Its exit code, if it exited.
     pub code: Option<i32>,
-    /// The line of its stderr that names the overflow, if any.
     pub overflow_line: Option<String>,
     pub stderr: String,
 }
@@ -401,30 +382,24 @@ pub fn run_child(mut cmd: Command, spec: &str, timeout: Duration) -> io::Result<
 
 fn signal_name(signal: i32) -> &'static str {
     #[cfg(unix)]
-    match signal {
-        libc::SIGABRT => return "SIGABRT",
-        libc::SIGSEGV => return "SIGSEGV",
-        libc::SIGBUS => return "SIGBUS",
-        libc::SIGKILL => return "SIGKILL",
-        _ => {}
+    for (number, name) in [(libc::SIGABRT, "SIGABRT"), (libc::SIGSEGV, "SIGSEGV")] {
+        if signal == number {
+            return name;
+        }
     }
-    let _ = signal;
     "another signal"
 }
 
 const USAGE: &str = "\
-usage: stack_vs_heap [--stack-kib K] [--main-thread] [--box-new]
+usage: stack_vs_heap [--stack-kib K] [--box-new]
   --stack-kib K   stack of the child's thread, in KiB (16..=1048576, default:
                   the RLIMIT_STACK soft limit, or 8192 if that is unlimited)
-  --main-thread   put the child's arrays on its main thread instead, whose
-                  stack is the RLIMIT_STACK soft limit (`ulimit -s`)
   --box-new       make the child's buffers with `Box::new([0.0; N])`";
 
 /// What the command line asked for.
 struct Options {
     /// `None`: the RLIMIT_STACK soft limit, or 8 MiB if unlimited.
     stack_kib: Option<usize>,
-    main_thread: bool,
     box_new: bool,
 }
 
@@ -437,12 +412,8 @@ fn main() -> ExitCode {
     let kib = args.number("--stack-kib", 0, 16..=1 << 20) as usize;
     let options = Options {
         stack_kib: (kib > 0).then_some(kib),
-        main_thread: args.switch("--main-thread"),
         box_new: args.switch("--box-new"),
     };
-    if options.main_thread && (options.stack_kib.is_some() || options.box_new) {
-        args.fail("--main-thread goes with neither --stack-kib nor --box-new");
-    }
     args.finish();
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -474,33 +445,20 @@ fn run(args: &Options) -> Result<(), String> {
     let bytes = args
         .stack_kib
         .map_or(soft.map_or(8 << 20, |s| s as usize), |k| k << 10);
-    let (place, stack) = match (args.main_thread, args.box_new) {
-        (true, _) => (Where::MainThread, soft),
-        (false, true) => (Where::BoxNew(bytes), Some(bytes as u64)),
-        (false, false) => (Where::Thread(bytes), Some(bytes as u64)),
-    };
-    println!("\n{:>9} {:>10}  fits in {}?", "len", "9 * len", show(stack));
+    let stack = human(bytes as u64);
+    println!("\n{:>9} {:>10}  fits in {stack}?", "len", "9 * len");
     for len in LENGTHS {
-        let need = (len * BYTES_PER_ELEMENT) as u64;
-        let fits = if stack.is_none_or(|s| need < s) {
-            "yes"
-        } else {
-            "no"
-        };
-        println!("{len:>9} {:>10}  {fits}", human(need));
+        let need = len * BYTES_PER_ELEMENT;
+        let fits = ["no", "yes"][usize::from(need < bytes)];
+        println!("{len:>9} {:>10}  {fits}", human(need as u64));
     }
 
     // 3. The stack version, in a child process.
-    let what = if args.box_new {
-        "Box::new([0.0; N])"
-    } else {
-        "stack arrays"
+    let (place, what) = match args.box_new {
+        true => (Where::BoxNew(bytes), "Box::new([0.0; N])"),
+        false => (Where::Thread(bytes), "stack arrays"),
     };
-    let on = match place {
-        Where::MainThread => format!("its main thread ({} stack)", show(soft)),
-        _ => format!("a thread with {} of stack", show(stack)),
-    };
-    println!("\n{what}: a child process, on {on}");
+    println!("\n{what}: a child process, on a thread with {stack} of stack");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let spec = child_spec(place, &LENGTHS);
     let report = run_child(Command::new(exe), &spec, Duration::from_secs(20))
@@ -520,20 +478,12 @@ fn run(args: &Options) -> Result<(), String> {
         println!("  len {len:>7} ok: min {min}");
     }
 
-    // 5. The verdict: the same minima where both ran.
+    // 5. Where both ran, they must agree.
     for (len, min) in &report.finished {
         let at = LENGTHS.iter().position(|l| l == len);
         if at.is_none_or(|i| heap[i].to_string() != *min) {
             return Err(format!("the stack and heap versions disagree at len {len}"));
         }
-    }
-    let done = report.finished.len();
-    match LENGTHS.get(done) {
-        Some(stopped) if report.is_this_program => println!(
-            "\nheap buffers ran every length; stack arrays stopped at len {stopped} \
-             (the {done} lengths both ran gave the same minimum)"
-        ),
-        _ => println!("\nheap buffers ran every length; so did the stack arrays here"),
     }
     Ok(())
 }

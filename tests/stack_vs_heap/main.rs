@@ -154,7 +154,7 @@ fn limits_are_read_and_defaults_follow_rust_min_stack() {
 
 #[test]
 fn child_specs_round_trip_and_bad_ones_are_refused() {
-    for place in [Where::Thread(65536), Where::BoxNew(4096), Where::MainThread] {
+    for place in [Where::Thread(65536), Where::BoxNew(4096)] {
         let spec = child_spec(place, &LENGTHS);
         assert_eq!(parse_child_spec(&spec), Some((place, LENGTHS.to_vec())));
     }
