@@ -84,15 +84,19 @@ impl Dirs {
     }
 }
 
-/// `cargo xtask bench [--quick]`.
+/// `cargo xtask bench [--quick | --redraw | --repeat N]`.
 pub fn bench(root: &Path, args: &[String]) -> Result<()> {
-    let mode = match args {
-        [] => Mode::Full,
-        [flag] if flag == "--quick" => Mode::Quick,
-        [flag] if flag == "--redraw" => Mode::Redraw,
+    let (mode, repeat) = match args {
+        [] => (Mode::Full, 1),
+        [flag] if flag == "--quick" => (Mode::Quick, 1),
+        [flag] if flag == "--redraw" => (Mode::Redraw, 1),
+        [flag, n] if flag == "--repeat" => match n.parse::<usize>() {
+            Ok(n) if (2..=10).contains(&n) => (Mode::Full, n),
+            _ => return Err(format!("--repeat takes a whole number from 2 to 10, not `{n}`").into()),
+        },
         _ => {
             return Err(format!(
-                "usage: cargo xtask bench [--quick | --redraw]\nunexpected argument(s): {}",
+                "usage: cargo xtask bench [--quick | --redraw | --repeat N]\nunexpected argument(s): {}",
                 args.join(" ")
             )
             .into())
@@ -101,7 +105,37 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    pipeline(root, &target, mode, false).map(|_| ())
+    if repeat == 1 {
+        return pipeline(root, &target, mode, false).map(|_| ());
+    }
+    // N full runs; each run's CSV files are kept, and the last run's charts
+    // and tables stay. Then the spread table, from the kept files.
+    let runs_dir = root.join("target/xtask/bench/runs");
+    if runs_dir.exists() {
+        std::fs::remove_dir_all(&runs_dir)?;
+    }
+    let results = root.join("benches/results");
+    let mut load = Vec::new();
+    for k in 1..=repeat {
+        eprintln!("xtask bench: run {k} of {repeat}");
+        pipeline(root, &target, Mode::Full, false)?;
+        load.push(crate::numbers::load_average().unwrap_or_else(|| "n/a".into()));
+        let kept = runs_dir.join(k.to_string());
+        std::fs::create_dir_all(&kept)?;
+        for spec in &BENCHES {
+            let csv = format!("{}.csv", spec.name);
+            if results.join(&csv).exists() {
+                std::fs::copy(results.join(&csv), kept.join(&csv))?;
+            }
+        }
+    }
+    let out = results.join("spread.md");
+    crate::spread::write(&runs_dir, repeat, &load, &out)?;
+    eprintln!(
+        "xtask bench: {repeat} runs compared -> {}",
+        shown(root, &out)
+    );
+    Ok(())
 }
 
 /// The `cargo xtask test` step: the quick pipeline, into scratch folders.

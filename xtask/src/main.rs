@@ -13,6 +13,7 @@ mod numbers;
 mod process;
 #[cfg(test)]
 mod selftest;
+mod spread;
 mod steps;
 mod system;
 mod tools;
@@ -37,7 +38,9 @@ tasks:
   bench           run the book's benches and redraw src/charts/*.svg and
                   benches/results/*; `bench --quick` checks that pipeline fast,
                   writing only under target/xtask/bench-quick/; `bench --redraw`
-                  redraws them from the last full run without measuring";
+                  redraws them from the last full run without measuring;
+                  `bench --repeat N` makes N full runs and writes how far
+                  they disagree to benches/results/spread.md";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
