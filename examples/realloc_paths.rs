@@ -299,11 +299,16 @@ pub mod faults {
 }
 
 const USAGE: &str = "\
-usage: realloc_paths [--pages N] [--realloc-mib M] [--keep-thp]
+usage: realloc_paths [--pages N] [--realloc-mib M] [--keep-thp] [--hugetlb]
+                     [--growth-only | --realloc-only]
   --pages N         grow each Vec page by page to N 4 KiB pages (1..=2048, default 256)
   --realloc-mib M   realloc a touched M MiB block to 2M MiB (32..=1024, default 64)
   --keep-thp        leave transparent huge pages as the system has them, and
-                    print the system's THP fault counters instead of a verdict";
+                    print the system's THP fault counters instead of a verdict
+  --hugetlb         run again with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so
+                    glibc asks for huge pages (madvise) on its mappings
+  --growth-only     only the Vec growth table
+  --realloc-only    only the realloc fault count";
 
 fn main() {
     let mut args = Args::parse("realloc_paths", USAGE);
@@ -312,14 +317,37 @@ fn main() {
     // 64-bit, so the block is normally a mapping of its own.
     let realloc_mib = args.number("--realloc-mib", 64, 32..=1024) as usize;
     let keep_thp = args.switch("--keep-thp");
+    let hugetlb = args.switch("--hugetlb");
+    let (growth_only, realloc_only) = (args.switch("--growth-only"), args.switch("--realloc-only"));
+    if growth_only && realloc_only {
+        args.fail("--growth-only and --realloc-only exclude each other");
+    }
     args.finish();
-    print_growth(pages);
-    println!();
+    if hugetlb && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(HUGETLB)) {
+        // glibc reads its tunables once, at start-up: run this program again.
+        let status = std::process::Command::new(std::env::current_exe().expect("this program"))
+            .args(std::env::args_os().skip(1))
+            .env("GLIBC_TUNABLES", HUGETLB)
+            .status();
+        std::process::exit(status.map_or(1, |s| s.code().unwrap_or(1)));
+    }
+    if !realloc_only {
+        print_growth(pages);
+    }
+    if !growth_only && !realloc_only {
+        println!();
+    }
+    if growth_only {
+        return;
+    }
     if let Err(e) = print_realloc(realloc_mib, keep_thp) {
         eprintln!("realloc_paths: {e}");
         std::process::exit(1);
     }
 }
+
+/// The tunable that makes glibc `madvise(MADV_HUGEPAGE)` its mappings.
+const HUGETLB: &str = "glibc.malloc.hugetlb=1";
 
 fn print_growth(pages: usize) {
     println!("Vec grown one 4 KiB page at a time to {pages} pages; the math assumes every realloc copies");

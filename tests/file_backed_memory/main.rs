@@ -102,3 +102,40 @@ fn each_grow_reports_how_the_mapping_grew() {
     assert_eq!(m.size(), 65);
     assert_eq!(m.grow_traced(0).expect("grow").1, FileGrowPath::Unchanged);
 }
+
+#[test]
+fn the_file_is_the_header_then_the_pages() {
+    let file = TempFile::new("layout");
+    let mut m = FileBackedMemory::open(&file.0, 2, None).expect("open");
+    m.as_mut_slice()[0] = 7;
+    m.as_mut_slice()[WASM_PAGE] = 8;
+    m.flush().expect("flush");
+    let bytes = std::fs::read(&file.0).expect("read");
+    assert_eq!(
+        &bytes[..file_backed_memory::MAGIC.len()],
+        &file_backed_memory::MAGIC
+    );
+    assert_eq!(bytes[HEADER as usize], 7, "page 0 starts after the header");
+    assert_eq!(bytes[HEADER as usize + WASM_PAGE], 8, "page 1 follows it");
+}
+
+/// Extending a file with `set_len` stores nothing until a page is written
+/// (a sparse file): on the filesystems the book's tests run on.
+#[test]
+#[cfg(unix)]
+fn grown_pages_take_no_disk_space_until_written() {
+    use std::os::unix::fs::MetadataExt;
+    let file = TempFile::new("sparse");
+    let mut m = FileBackedMemory::open(&file.0, 1, None).expect("open");
+    assert_eq!(m.grow(63), 1);
+    m.as_mut_slice()[0] = 1;
+    m.flush().expect("flush");
+    let meta = std::fs::metadata(&file.0).expect("stat");
+    let on_disk = meta.blocks() * 512; // st_blocks counts 512-byte units
+    assert_eq!(meta.len(), HEADER + 64 * WASM_PAGE as u64);
+    assert!(
+        on_disk * 8 < meta.len(),
+        "{on_disk} bytes on disk for a {}-byte file: not sparse",
+        meta.len()
+    );
+}
