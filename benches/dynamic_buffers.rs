@@ -71,7 +71,9 @@ impl Pages {
         let x = unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f64>(), self.n) };
         (x, &mut mask[..self.n])
     }
+    // ANCHOR_END: pages
 
+    // ANCHOR: drop_frames
     /// Gives the frames back: the next write to each page faults in a fresh
     /// zeroed page (madvise(2), MADV_DONTNEED on a private anonymous map).
     fn drop_frames(&mut self) {
@@ -86,8 +88,8 @@ impl Pages {
         };
         assert_eq!(rc, 0, "madvise: {}", std::io::Error::last_os_error());
     }
+    // ANCHOR_END: drop_frames
 }
-// ANCHOR_END: pages
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
