@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::charts::{self, Chart, Series};
-use crate::numbers::{self, Numbers};
+use crate::numbers::Numbers;
 use crate::steps::{Book, Tally};
 use crate::{run_recorded, tools, Result};
 
@@ -41,6 +41,8 @@ struct BenchSpec {
     /// quick mode of its own.
     quick_filter: Option<&'static str>,
     report: fn(&Results, &Machine, &Dirs) -> Result<Vec<PathBuf>>,
+    /// The numbers the chapters quote, from one run's results.
+    numbers: fn(&Results) -> Numbers,
 }
 
 const BENCHES: [BenchSpec; 2] = [
@@ -49,11 +51,13 @@ const BENCHES: [BenchSpec; 2] = [
         // The bench reads DMB_BENCH_QUICK=1 and runs three lengths.
         quick_filter: None,
         report: report_dynamic_buffers,
+        numbers: |r| dynamic_buffers_numbers(r, &r.params()),
     },
     BenchSpec {
         name: "memory_grow",
         quick_filter: Some("/(256|4096)$"),
         report: report_memory_grow,
+        numbers: |r| memory_grow_numbers(r, &mg_functions(r), &r.params()),
     },
 ];
 
@@ -90,13 +94,14 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         [] => (Mode::Full, 1),
         [flag] if flag == "--quick" => (Mode::Quick, 1),
         [flag] if flag == "--redraw" => (Mode::Redraw, 1),
+        [flag] if flag == "--numbers" => return numbers_from_csv(root),
         [flag, n] if flag == "--repeat" => match n.parse::<usize>() {
             Ok(n) if (2..=10).contains(&n) => (Mode::Full, n),
             _ => return Err(format!("--repeat takes a whole number from 2 to 10, not `{n}`").into()),
         },
         _ => {
             return Err(format!(
-                "usage: cargo xtask bench [--quick | --redraw | --repeat N]\nunexpected argument(s): {}",
+                "usage: cargo xtask bench [--quick | --redraw | --numbers | --repeat N]\nunexpected argument(s): {}",
                 args.join(" ")
             )
             .into())
@@ -119,7 +124,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     for k in 1..=repeat {
         eprintln!("xtask bench: run {k} of {repeat}");
         pipeline(root, &target, Mode::Full, false)?;
-        load.push(crate::numbers::load_average().unwrap_or_else(|| "n/a".into()));
+        load.push(crate::spread::load_average().unwrap_or_else(|| "n/a".into()));
         let kept = runs_dir.join(k.to_string());
         std::fs::create_dir_all(&kept)?;
         for spec in &BENCHES {
@@ -135,6 +140,25 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         "xtask bench: {repeat} runs compared -> {}",
         shown(root, &out)
     );
+    Ok(())
+}
+
+/// `--numbers`: rewrites each bench's `*_numbers.txt` from its committed
+/// `benches/results/<bench>.csv`, measuring nothing, so that the numbers the
+/// chapters quote are the committed tables' own.
+fn numbers_from_csv(root: &Path) -> Result<()> {
+    let results = root.join("benches/results");
+    for spec in &BENCHES {
+        let csv = results.join(format!("{}.csv", spec.name));
+        let text = std::fs::read_to_string(&csv).map_err(|e| format!("{}: {e}", csv.display()))?;
+        let r = Results::from_csv(spec.name, &text)?;
+        let file = (spec.numbers)(&r).write(&results, spec.name)?;
+        eprintln!(
+            "xtask bench: {} -> {}",
+            shown(root, &csv),
+            shown(root, &file)
+        );
+    }
     Ok(())
 }
 
@@ -364,6 +388,44 @@ impl Results {
             estimates,
             faults,
         })
+    }
+
+    /// One run's results as its CSV file saved them (`Results::csv`).
+    fn from_csv(group: &str, text: &str) -> Result<Results> {
+        let mut results = Results {
+            group: group.to_owned(),
+            estimates: Vec::new(),
+            faults: BTreeMap::new(),
+        };
+        for (n, line) in text.lines().enumerate().skip(1) {
+            let bad = || format!("{group}.csv line {}: not a results row: {line}", n + 1);
+            let cells: Vec<&str> = line.split(',').collect();
+            let [g, function, param, elements, mean, lower, upper, faults] = cells[..] else {
+                return Err(bad().into());
+            };
+            if g != group {
+                return Err(bad().into());
+            }
+            let number = |cell: &str| cell.parse::<f64>().map_err(|_| bad());
+            let param: u64 = param.parse().map_err(|_| bad())?;
+            if !faults.is_empty() {
+                let key = format!("{group}/{function}/{param}");
+                results.faults.insert(key, number(faults)?);
+            }
+            results.estimates.push(Estimate {
+                function: function.to_owned(),
+                param,
+                mean_ns: number(mean)?,
+                lower_ns: number(lower)?,
+                upper_ns: number(upper)?,
+                elements: if elements.is_empty() {
+                    None
+                } else {
+                    Some(elements.parse().map_err(|_| bad())?)
+                },
+            });
+        }
+        Ok(results)
     }
 
     fn get(&self, function: &str, param: u64) -> Option<&Estimate> {
@@ -721,9 +783,6 @@ fn dynamic_buffers_numbers(r: &Results, lens: &[u64]) -> Numbers {
         let _ = write!(alt, " {name} ({with} - {without}): {}.", values.join(", "));
     }
     n.add("added_alt", alt);
-    if let Some(load) = numbers::load_average() {
-        n.add("load_average", load);
-    }
     n
 }
 
@@ -740,7 +799,8 @@ const MG_ORDER: [&str; 6] = [
     "vec_resize",
 ];
 
-fn report_memory_grow(r: &Results, machine: &Machine, dirs: &Dirs) -> Result<Vec<PathBuf>> {
+/// The strategies measured, in the order of `MG_ORDER`.
+fn mg_functions(r: &Results) -> Vec<String> {
     let mut functions = r.functions();
     functions.sort_by_key(|f| {
         MG_ORDER
@@ -748,6 +808,11 @@ fn report_memory_grow(r: &Results, machine: &Machine, dirs: &Dirs) -> Result<Vec
             .position(|o| o == f)
             .unwrap_or(MG_ORDER.len())
     });
+    functions
+}
+
+fn report_memory_grow(r: &Results, machine: &Machine, dirs: &Dirs) -> Result<Vec<PathBuf>> {
+    let functions = mg_functions(r);
     if !functions.iter().any(|f| f == "floor") {
         return Err("memory_grow: no `floor` results to compare with".into());
     }
@@ -877,9 +942,6 @@ fn memory_grow_numbers(r: &Results, functions: &[String], sizes: &[u64]) -> Numb
     range(&in_place, "in_place_ratio", &mut n);
     range(&floors, "floor_us", &mut n);
     n.add("chart_alt", alt);
-    if let Some(load) = numbers::load_average() {
-        n.add("load_average", load);
-    }
     n
 }
 
@@ -1277,6 +1339,33 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--numbers` reads back exactly what a run's CSV saved.
+    #[test]
+    fn a_runs_csv_reads_back_as_its_results() {
+        let mut faults = BTreeMap::new();
+        faults.insert("memory_grow/floor/256".to_owned(), 255.0);
+        let run = Results {
+            group: "memory_grow".into(),
+            estimates: vec![Estimate {
+                function: "floor".into(),
+                param: 256,
+                mean_ns: 373541.66,
+                lower_ns: 362994.397,
+                upper_ns: 392373.27,
+                elements: Some(255),
+            }],
+            faults,
+        };
+        let back = Results::from_csv("memory_grow", &run.csv()).expect("our own CSV");
+        assert_eq!(back.csv(), run.csv());
+        assert_eq!(back.fault("floor", 256), Some(255.0));
+        assert!(Results::from_csv("memory_grow", "header\nmemory_grow,floor\n").is_err());
+        assert!(
+            Results::from_csv("dynamic_buffers", &run.csv()).is_err(),
+            "another group's file"
+        );
+    }
 
     #[test]
     fn reads_criterion_json() {

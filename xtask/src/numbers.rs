@@ -53,13 +53,6 @@ impl Numbers {
     }
 }
 
-/// The 1-minute load average as the run ends (`/proc/loadavg`), to say in
-/// the book how busy the machine was while it measured; `None` off Linux.
-pub fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    text.split_whitespace().next().map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,13 @@ pub fn read_csv(text: &str) -> Result<Means> {
     Ok(means)
 }
 
+/// The 1-minute load average now (`/proc/loadavg`), to say how busy the
+/// machine was as a run ended; `None` off Linux.
+pub fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_owned)
+}
+
 /// `(max - min) / min`, as a percentage.
 fn spread(values: &[f64]) -> f64 {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
