@@ -54,7 +54,7 @@ pub fn count(markdown: &str) -> (usize, usize) {
 
 /// Counts the blocks of every chapter under `dir` (mdBook's markdown output).
 pub fn count_dir(dir: &Path) -> Result<Vec<ChapterBlocks>> {
-    crate::files_with_extension(dir, "md")?
+    crate::files::files_with_extension(dir, "md")?
         .into_iter()
         .map(|chapter| {
             let path = dir.join(&chapter);

@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::steps::{self, Book, Tally};
+use crate::book::{Book, Tally};
+use crate::steps;
 use crate::Result;
 
 const CHAPTER: &str = "src/how-this-book-is-tested.md";
