@@ -314,7 +314,6 @@ fn abort_demo() -> Result<String, String> {
 }
 // ANCHOR_END: abort_child
 
-// ANCHOR: main
 fn main() -> ExitCode {
     if std::env::var_os(CHILD_ENV).is_some() {
         abort_in_child();
@@ -372,7 +371,6 @@ fn main() -> ExitCode {
     }
     ExitCode::SUCCESS
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

@@ -76,7 +76,6 @@ fn injected(what: impl std::fmt::Debug) -> io::Error {
 }
 // SHARED_END: contract
 
-// ANCHOR: options
 /// What a runtime may demand beyond the wasm rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
@@ -98,7 +97,6 @@ pub struct Faults {
     /// Undoing a relocation: moving back fails too, so bytes are copied.
     pub move_back: bool,
 }
-// ANCHOR_END: options
 
 /// The thin OS layer: one function per operation, the platform chosen once.
 #[cfg(unix)]
@@ -141,7 +139,6 @@ mod os {
     }
     // ANCHOR_END: os_unix
 
-    // ANCHOR: os_linux
     #[cfg(target_os = "linux")]
     pub mod linux {
         use libc::{MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE};
@@ -164,7 +161,6 @@ mod os {
             }
         }
     }
-    // ANCHOR_END: os_linux
 }
 
 // ANCHOR: os_windows
@@ -274,7 +270,6 @@ impl LinearMemory {
         LinearMemory::with_options(minimum, maximum, reservation, Options::default())
     }
 
-    // ANCHOR: new
     pub fn with_options(
         minimum: u32,
         maximum: Option<u32>,
@@ -311,7 +306,6 @@ impl LinearMemory {
         memory.grow_traced(minimum)?;
         Ok(memory)
     }
-    // ANCHOR_END: new
 
     pub fn inject_faults(&mut self, faults: Faults) {
         self.faults = faults;
@@ -433,7 +427,6 @@ impl LinearMemory {
     // ANCHOR_END: grow
     // SHARED_END: access
 
-    // ANCHOR: paths
     /// The paths to try, cheapest first, copying last. A fixed base allows
     /// only `Committed`; only Linux can move pages without copying them.
     fn paths_for(&self, new_len: usize) -> Vec<GrowPath> {
@@ -460,7 +453,6 @@ impl LinearMemory {
             _ => self.copy_to_new(old_len, new_len), // Allocated, Copied
         }
     }
-    // ANCHOR_END: paths
 
     // ANCHOR: commit
     /// Within the reservation: make the delta accessible. The delta lies in
@@ -573,7 +565,6 @@ pub fn grow_page_by_page(memory: &mut LinearMemory, pages: u32) -> Result<Paths,
 pub type Paths = std::collections::BTreeMap<GrowPath, u32>;
 // ANCHOR_END: workload
 
-// ANCHOR: main
 /// Grows a memory to 4096 pages with the whole 4 GiB reserved, and with only
 /// 16 pages reserved, and prints how many grows took each path.
 fn main() {
@@ -593,4 +584,3 @@ fn main() {
         println!("reservation {reservation:?}: 1 -> 4096 pages: {paths:?}");
     }
 }
-// ANCHOR_END: main

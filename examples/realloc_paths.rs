@@ -259,7 +259,6 @@ mod faults {
     // ANCHOR_END: realloc
 }
 
-// ANCHOR: main
 struct Options {
     /// Pages to grow each `Vec` to.
     pages: usize,
@@ -391,7 +390,6 @@ fn main() {
         std::process::exit(1);
     }
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

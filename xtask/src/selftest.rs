@@ -112,6 +112,34 @@ fn a_broken_anchor_fails_the_build_naming_the_chapter() -> Result<()> {
 }
 
 #[test]
+fn an_anchor_no_chapter_includes_fails_the_build_naming_file_and_anchor() -> Result<()> {
+    let book = copy_book("dead-anchor")?;
+    edit(
+        &book,
+        "examples/page_math.rs",
+        "fn main() {",
+        "// ANCHOR: nobody_shows_this\nfn main() {",
+    )?;
+    edit(
+        &book,
+        "examples/page_math.rs",
+        "\n}\n\n#[cfg(test)]",
+        "\n}\n// ANCHOR_END: nobody_shows_this\n\n#[cfg(test)]",
+    )?;
+    // Any build runs build.rs; checking one example is the cheapest.
+    let out = crate::run_recorded(book.cargo().args(["check", "--example", "page_math"]), true)?;
+    expect_failure(
+        out.ok_or_errors(),
+        &[
+            "examples/page_math.rs:28",
+            "ANCHOR: nobody_shows_this",
+            "dead anchor",
+        ],
+    );
+    Ok(())
+}
+
+#[test]
 fn a_link_to_a_missing_chapter_fails_naming_the_chapter() -> Result<()> {
     let book = copy_book("link")?;
     edit(
