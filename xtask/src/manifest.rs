@@ -13,10 +13,14 @@ use crate::{tools, Result};
 #[derive(Deserialize, Debug, Clone)]
 pub struct Dependency {
     pub name: String,
+    /// The version requirement, as cargo normalises it (`^0.2`).
+    pub req: String,
     /// `None` for a normal dependency, else `"dev"` or `"build"`.
     pub kind: Option<String>,
     /// The platform, e.g. `cfg(windows)`, for a target-specific dependency.
     pub target: Option<String>,
+    pub features: Vec<String>,
+    pub uses_default_features: bool,
 }
 
 #[derive(Deserialize)]
