@@ -60,4 +60,10 @@ pub struct Tally {
     pub diagrams: usize,
     pub pages: usize,
     pub links: usize,
+    /// The most visible lines of any Rust block on a page.
+    pub longest_block: usize,
+    /// Output blocks of the chapters that include a generated file, of all
+    /// their output blocks.
+    pub outputs_generated: usize,
+    pub output_blocks: usize,
 }

@@ -5,14 +5,18 @@
 //! (and, for `test`, Chromium, which CI installs itself).
 
 mod bench;
+mod block_length;
 mod blocks;
 mod book;
 mod browser;
 mod charts;
 mod files;
+mod fresh;
+mod leaks;
 mod links;
 mod manifest;
 mod mdbook_test;
+mod outputs;
 mod process;
 #[cfg(test)]
 mod selftest;
@@ -41,7 +45,10 @@ tasks:
   bench           run the book's benches and redraw src/charts/*.svg and
                   benches/results/*; `bench --quick` checks that pipeline fast,
                   writing only under target/xtask/bench-quick/; `bench --redraw`
-                  redraws them from the last full run without measuring";
+                  redraws them from the last full run without measuring
+  outputs [NAME...]
+                  run the commands of xtask/src/outputs.rs (all, or those named)
+                  and write their output to examples/output/<name>.txt";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&root),
         Some("test") => steps::test_all(&root, &args[1..]),
         Some("bench") => bench::bench(&root, &args[1..]),
+        Some("outputs") => outputs::write_outputs(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
