@@ -49,11 +49,9 @@ mod tests {
     /// The appendix shows lines 13, 19-25, 28- and -14 of this file by number.
     #[test]
     fn the_appendix_line_numbers_still_point_at_the_right_lines() {
-        // This file, wherever it was copied: `file!()` is relative to the
-        // crate's root, as `CARGO_MANIFEST_DIR` is.
-        let lines: Vec<&str> = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", file!()))
-            .lines()
-            .collect();
+        // This file, wherever it was copied (`file!()` is from the crate root).
+        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", file!()));
+        let lines: Vec<&str> = text.lines().collect();
         assert!(lines[13 - 1].starts_with("const WASM_PAGE"));
         assert!(lines[19 - 1].starts_with("fn round_up"));
         assert_eq!(lines[25 - 1], "}");
