@@ -235,9 +235,10 @@ pub fn check_examples(book: &Book, only: Option<&[&str]>) -> Result<Vec<String>>
         };
         let dir = scratch.join(example);
         std::fs::create_dir_all(dir.join("src"))?;
-        std::fs::write(dir.join("Cargo.toml"), manifest)?;
+        // Unchanged files keep their times, so cargo rebuilds only what changed.
+        write_if_changed(&dir.join("Cargo.toml"), &manifest)?;
+        write_if_changed(&dir.join("src/main.rs"), &source)?;
         std::fs::write(dir.join("Cargo.lock"), &lock)?;
-        std::fs::write(dir.join("src/main.rs"), &source)?;
         let out = run_recorded(
             std::process::Command::new(crate::tools::cargo())
                 .current_dir(&dir)
@@ -264,6 +265,13 @@ pub fn check_examples(book: &Book, only: Option<&[&str]>) -> Result<Vec<String>>
         }
     }
     Ok(problems)
+}
+
+fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 pub fn copy_paste(book: &Book, _: &mut Tally) -> Result<()> {
