@@ -1,15 +1,15 @@
 //! Growth policies and the allocator, measured.
 //!
-//! 1. A `Vec` grown one 4 KiB page at a time with `reserve` (today: doubling)
-//!    and with `reserve_exact`: how many reallocations, how many moves, and
-//!    how many bytes sat in the buffer at each move, next to the math.
-//! 2. One `System.realloc` of a large block whose pages are all resident,
-//!    counting the minor page faults of that one call. glibc moves the pages
-//!    of a large block with `mremap` (no fault), but only if Rust calls
-//!    `realloc` at all: for an alignment above 16, std allocates, copies and
-//!    frees instead (a fault for every page copied).
+//! A `Vec` grown one 4 KiB page at a time with `reserve` and with
+//! `reserve_exact` (reallocations, moves, bytes moved, next to the math), and
+//! one `System.realloc` of a large resident block, counting its page faults:
+//! glibc moves a large block with `mremap`, but for an alignment above 16 std
+//! allocates, copies and frees instead.
 //!
-//! `cargo run --release --example realloc_paths`
+//! - Explained in: "Growth policies and the allocator" (src/part1-growth-policies.md)
+//! - Run: `cargo run --release --example realloc_paths`
+//! - Tested by: `cargo test --example realloc_paths`
+//! - Depends on: std, libc 0.2
 
 // `mdbook test` passes no `--extern`, so the crate is named here.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -259,7 +259,6 @@ mod faults {
     // ANCHOR_END: realloc
 }
 
-// ANCHOR: main
 struct Options {
     /// Pages to grow each `Vec` to.
     pages: usize,
@@ -391,7 +390,6 @@ fn main() {
         std::process::exit(1);
     }
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

@@ -414,7 +414,6 @@ fn signal_name(signal: i32) -> &'static str {
     "another signal"
 }
 
-// ANCHOR: args
 const USAGE: &str = "\
 usage: stack_vs_heap [--stack-kib K] [--main-thread] [--box-new]
   --stack-kib K    stack of the child's thread, in KiB, 16 <= K <= 1048576
@@ -461,7 +460,6 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     }
     Ok(parsed)
 }
-// ANCHOR_END: args
 
 // ANCHOR: main
 fn main() -> ExitCode {
