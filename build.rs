@@ -11,6 +11,7 @@
 //! or an empty block, in the page), this script fails the build and names the
 //! chapter, line and directive, so a broken include can never reach the site.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ fn main() {
     let chapters = markdown_files(&src_dir);
     let mut expanded_paths = Vec::new();
     let mut errors = Vec::new();
+    let mut used = BTreeSet::new();
     for chapter in &chapters {
         let rel = chapter.strip_prefix(&src_dir).expect("walked from src_dir");
         let shown = Path::new("src").join(rel);
@@ -45,8 +47,10 @@ fn main() {
         let mut ctx = Context {
             chapter: &shown,
             errors: &mut errors,
+            depth: 0,
+            used: &mut used,
         };
-        let expanded = expand(&text, base, 0, &mut ctx);
+        let expanded = expand(&text, base, &mut ctx);
         check_code_blocks(&shown, &expanded, &mut errors);
 
         let dest = out_dir.join(rel);
@@ -58,6 +62,7 @@ fn main() {
         expanded_paths.push(dest);
     }
     check_unique_stems(&chapters, &mut errors);
+    check_dead_anchors(&manifest_dir, &used, &mut errors);
     if !errors.is_empty() {
         for e in &errors {
             println!("cargo::error={e}");
@@ -119,6 +124,10 @@ fn check_unique_stems(chapters: &[PathBuf], errors: &mut Vec<String>) {
 struct Context<'a> {
     chapter: &'a Path,
     errors: &'a mut Vec<String>,
+    /// How deep in nested includes the text being expanded is.
+    depth: usize,
+    /// Every `(file, anchor)` a chapter includes, for the dead-anchor check.
+    used: &'a mut BTreeSet<(PathBuf, String)>,
 }
 
 impl Context<'_> {
@@ -140,6 +149,8 @@ impl Context<'_> {
 struct Directive<'t> {
     start: usize,
     end: usize,
+    /// The whole directive, `{{#include ...}}`, for error messages.
+    text: &'t str,
     /// `None` for an escaped directive (`\{{#...}}`).
     kind: Option<&'t str>,
     args: &'t str,
@@ -157,6 +168,7 @@ fn find_directive(text: &str, from: usize) -> Option<Directive<'_>> {
                 return Some(Directive {
                     start: at,
                     end,
+                    text: &text[at..end],
                     kind: None,
                     args: "",
                 });
@@ -200,6 +212,7 @@ fn match_directive(text: &str, start: usize) -> Option<Directive<'_>> {
     Some(Directive {
         start,
         end: pos + args_len + 2,
+        text: &text[start..pos + args_len + 2],
         kind: Some(kind),
         args: &text[pos..pos + args_len],
     })
@@ -210,26 +223,23 @@ fn match_directive(text: &str, start: usize) -> Option<Directive<'_>> {
 // `take_rustdoc_include_lines` and `take_rustdoc_include_anchored_lines`.
 // ---------------------------------------------------------------------------
 
-fn expand(text: &str, base: &Path, depth: usize, ctx: &mut Context) -> String {
+fn expand(text: &str, base: &Path, ctx: &mut Context) -> String {
     let mut out = String::with_capacity(text.len());
     let mut copied_to = 0;
     let mut search_from = 0;
     while let Some(d) = find_directive(text, search_from) {
         search_from = d.end;
-        let directive = &text[d.start..d.end];
         let line = text[..d.start].matches('\n').count() + 1;
         let replacement = match d.kind {
-            None => Some(directive[1..].to_owned()),
+            None => Some(d.text[1..].to_owned()),
             Some("title") => Some(String::new()),
             // mdBook ignores an include without a file argument.
             Some("include" | "rustdoc_include") if d.args.trim().is_empty() => continue,
-            Some(kind @ ("include" | "rustdoc_include")) => {
-                include(kind, d.args, base, depth, line, directive, ctx)
-            }
+            Some("include" | "rustdoc_include") => include(&d, line, base, ctx),
             Some("playground" | "playpen") => {
                 ctx.error(
                     line,
-                    directive,
+                    d.text,
                     "use rustdoc_include: the book has no playground".into(),
                 );
                 None
@@ -250,16 +260,8 @@ fn expand(text: &str, base: &Path, depth: usize, ctx: &mut Context) -> String {
     out
 }
 
-fn include(
-    kind: &str,
-    args: &str,
-    base: &Path,
-    depth: usize,
-    line: usize,
-    directive: &str,
-    ctx: &mut Context,
-) -> Option<String> {
-    let target_arg = args.split_whitespace().next().unwrap_or("");
+fn include(d: &Directive, line: usize, base: &Path, ctx: &mut Context) -> Option<String> {
+    let target_arg = d.args.split_whitespace().next().unwrap_or("");
     let (path, selector) = match target_arg.split_once(':') {
         Some((path, selector)) => (path, Some(selector)),
         None => (target_arg, None),
@@ -270,13 +272,13 @@ fn include(
         Err(e) => {
             ctx.error(
                 line,
-                directive,
+                d.text,
                 format!("cannot read {}: {e}", target.display()),
             );
             return None;
         }
     };
-    let rustdoc = kind == "rustdoc_include";
+    let rustdoc = d.kind == Some("rustdoc_include");
     let body = match parse_selector(selector) {
         Selector::Lines(start, end) => {
             if rustdoc {
@@ -289,11 +291,13 @@ fn include(
             if !has_anchor(&source, anchor) {
                 ctx.error(
                     line,
-                    directive,
+                    d.text,
                     format!("no `ANCHOR: {anchor}` in {}", target.display()),
                 );
                 return None;
             }
+            let file = fs::canonicalize(&target).unwrap_or_else(|_| target.clone());
+            ctx.used.insert((file, anchor.to_owned()));
             if rustdoc {
                 rustdoc_anchored_lines(&source, anchor)
             } else {
@@ -301,12 +305,15 @@ fn include(
             }
         }
     };
-    if depth >= MAX_NESTED_DEPTH {
-        ctx.error(line, directive, "includes nest too deep (a cycle?)".into());
+    if ctx.depth >= MAX_NESTED_DEPTH {
+        ctx.error(line, d.text, "includes nest too deep (a cycle?)".into());
         return None;
     }
     let nested_base = target.parent().unwrap_or(base).to_path_buf();
-    Some(expand(&body, &nested_base, depth + 1, ctx))
+    ctx.depth += 1;
+    let expanded = expand(&body, &nested_base, ctx);
+    ctx.depth -= 1;
+    Some(expanded)
 }
 
 enum Selector<'a> {
@@ -426,6 +433,57 @@ fn rustdoc_anchored_lines(source: &str, anchor: &str) -> String {
     }
     out.pop();
     out
+}
+
+// ---------------------------------------------------------------------------
+// Dead anchors: an `ANCHOR:` in an example that no chapter includes marks
+// code as shown that no page shows. Inside a `// SHARED:` copy of another
+// example's region the anchors are the canonical file's, checked there.
+// ---------------------------------------------------------------------------
+
+fn check_dead_anchors(root: &Path, used: &BTreeSet<(PathBuf, String)>, errors: &mut Vec<String>) {
+    let examples = root.join("examples");
+    let Ok(entries) = fs::read_dir(&examples) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.sort();
+    for file in files {
+        let Ok(source) = fs::read_to_string(&file) else {
+            continue;
+        };
+        let name = file
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let shown = format!("examples/{name}");
+        let canonical_file = fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+        let mut copy_of: Option<String> = None;
+        for (index, line) in source.lines().enumerate() {
+            if let Some(canonical) = shared_canonical(line) {
+                copy_of = (canonical != shown).then(|| canonical.to_owned());
+            } else if marker(line, "SHARED_END:").is_some() {
+                copy_of = None;
+            } else if let Some(anchor) = anchor_start(line) {
+                if copy_of.is_none() && !used.contains(&(canonical_file.clone(), anchor.to_owned()))
+                {
+                    errors.push(format!(
+                        "{shown}:{}: `ANCHOR: {anchor}` is included by no chapter (a dead anchor): include it or remove its markers",
+                        index + 1
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The canonical file of a `// SHARED: name (canonical: examples/x.rs)` line.
+fn shared_canonical(line: &str) -> Option<&str> {
+    marker(line, "SHARED:")?;
+    let rest = &line[line.find("(canonical:")? + "(canonical:".len()..];
+    Some(rest[..rest.find(')')?].trim())
 }
 
 // ---------------------------------------------------------------------------

@@ -1,17 +1,14 @@
-// fault_injection: a global allocator that fails on purpose, the Nth
-// allocation or past a byte budget, and the oomTest loop that uses it. Code
-// that reserves with `try_reserve` gets an error it can handle; code that
-// allocates infallibly (`push`, `Box::new`) aborts the process, which the
-// demo shows in a child process.
-//
-//   Run:          cargo run --example fault_injection
-//   Tested by:    cargo test --example fault_injection
-//   Explained in: src/part2-failing-on-purpose.md, "Failing on purpose"
-//
-// Only std: it runs on every platform. The abort demo needs to re-run this
-// program, so it runs only from the example binary itself (not from the
-// copies that skeptic and `mdbook test` compile), and reads the signal on
-// Unix only.
+//! A global allocator that fails on purpose, and the oomTest loop that uses it.
+//!
+//! It fails the Nth allocation or past a byte budget. Code that reserves with
+//! `try_reserve` gets an error it can handle; code that allocates infallibly
+//! (`push`, `Box::new`) aborts, which the demo shows in a child process (this
+//! program, re-run; so only the example binary runs that part).
+//!
+//! - Explained in: "Failing on purpose" (src/part2-failing-on-purpose.md)
+//! - Run: `cargo run --example fault_injection`
+//! - Tested by: `cargo test --example fault_injection`
+//! - Depends on: std
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -314,7 +311,6 @@ fn abort_demo() -> Result<String, String> {
 }
 // ANCHOR_END: abort_child
 
-// ANCHOR: main
 fn main() -> ExitCode {
     if std::env::var_os(CHILD_ENV).is_some() {
         abort_in_child();
@@ -372,7 +368,6 @@ fn main() -> ExitCode {
     }
     ExitCode::SUCCESS
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

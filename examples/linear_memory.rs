@@ -577,7 +577,6 @@ pub fn grow_page_by_page(memory: &mut LinearMemory, pages: u32) -> Result<Paths,
 pub type Paths = std::collections::BTreeMap<GrowPath, u32>;
 // ANCHOR_END: workload
 
-// ANCHOR: main
 /// Grows a memory to 4096 pages with the whole 4 GiB reserved, and with only
 /// 16 pages reserved, and prints how many grows took each path.
 fn main() {
@@ -597,4 +596,3 @@ fn main() {
         println!("reservation {reservation:?}: 1 -> 4096 pages: {paths:?}");
     }
 }
-// ANCHOR_END: main

@@ -17,7 +17,6 @@ extern crate memmap2;
 // The /proc readers and mincore are Linux only. Elsewhere the example still
 // maps and touches memory, and prints "n/a" for what it cannot read.
 
-use std::fmt;
 use std::io;
 use std::process::ExitCode;
 
@@ -25,115 +24,138 @@ use memmap2::{MmapMut, MmapOptions};
 
 const MIB: usize = 1 << 20;
 
-// ANCHOR: args
-const USAGE: &str = "usage: map_and_touch [--map-mib N] [--touch-mib M] [--no-reserve]
-  --map-mib N    MiB of anonymous memory to map (default 256)
-  --touch-mib M  MiB of it to touch, one write per page, 1 <= M <= N (default 64)
-  --no-reserve   map with MAP_NORESERVE (no commit charge, except in overcommit mode 2)";
+const PROGRAM: &str = "map_and_touch";
+const USAGE: &str = "usage: map_and_touch [--map-mib N] [--touch-mib N] [--no-reserve]
+  --map-mib N     MiB of anonymous memory to map (1..=1048576, default 256)
+  --touch-mib N   MiB of it to touch, one write per page, at most --map-mib (1..=4096, default 64)
+  --no-reserve    map with MAP_NORESERVE: no commit charge, except in overcommit mode 2";
 
 /// What to do, from the command line.
 #[derive(Debug, PartialEq, Eq)]
-struct Args {
+struct Options {
     map_mib: usize,
     touch_mib: usize,
     no_reserve: bool,
 }
 
-impl Default for Args {
-    fn default() -> Self {
-        Args {
-            map_mib: 256,
-            touch_mib: 64,
-            no_reserve: false,
+impl Options {
+    /// Reads the command line; a bad one ends the program with exit code 2.
+    fn parse() -> Options {
+        let mut args = Args::parse(PROGRAM, USAGE);
+        let map_mib = args.number("--map-mib", 256, 1..=1_048_576);
+        let touch_mib = args.number("--touch-mib", 64, 1..=4096);
+        let no_reserve = args.switch("--no-reserve");
+        if touch_mib > map_mib {
+            args.fail(&format!(
+                "--touch-mib ({touch_mib}) is larger than --map-mib ({map_mib})"
+            ));
+        }
+        // The byte counts must fit in this machine's `usize`, so that
+        // `mib * MIB` is safe later (it is not on a 32-bit target).
+        let mib = |name: &str, n: u64| match usize::try_from(n)
+            .ok()
+            .filter(|n| n.checked_mul(MIB).is_some())
+        {
+            Some(n) => n,
+            None => args.fail(&format!(
+                "{name}: {n} MiB does not fit in this address space"
+            )),
+        };
+        let options = Options {
+            map_mib: mib("--map-mib", map_mib),
+            touch_mib: mib("--touch-mib", touch_mib),
+            no_reserve,
+        };
+        args.finish();
+        options
+    }
+}
+
+// SHARED: cli (canonical: examples/map_and_touch.rs)
+/// The command line, read the same way by every example: `--name value`
+/// flags and switches, then `-- words` for a command to run. `--help` prints
+/// the usage and exits 0; anything wrong prints one line naming the flag
+/// and exits 2.
+struct Args {
+    program: &'static str,
+    words: Vec<String>,
+}
+
+#[allow(dead_code)] // each example uses the methods it needs
+impl Args {
+    fn parse(program: &'static str, usage: &str) -> Args {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        if words
+            .iter()
+            .take_while(|w| *w != "--")
+            .any(|w| w == "--help" || w == "-h")
+        {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        Args { program, words }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        eprintln!("{}: {why} (see --help)", self.program);
+        std::process::exit(2)
+    }
+
+    /// `--name VALUE`, taken off the command line.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name)?;
+        if self.words.get(at + 1).is_none_or(|value| value == "--") {
+            self.fail(&format!("{name} needs a value"));
+        }
+        self.words.remove(at);
+        Some(self.words.remove(at))
+    }
+
+    /// `--name N`: a whole number in `range`, or `default` if absent.
+    fn number(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let Some(text) = self.text(name) else {
+            return default;
+        };
+        match text.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                let (min, max) = (range.start(), range.end());
+                self.fail(&format!(
+                    "{name} takes a whole number from {min} to {max}, not `{text}`"
+                ))
+            }
+        }
+    }
+
+    /// Whether the switch `--name` was given.
+    fn switch(&mut self, name: &str) -> bool {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name);
+        at.map(|at| self.words.remove(at)).is_some()
+    }
+
+    /// The words after `--` (a command to run), or none.
+    fn rest(&mut self) -> Vec<String> {
+        let at = self.words.iter().position(|w| w == "--");
+        at.map(|at| self.words.split_off(at).split_off(1))
+            .unwrap_or_default()
+    }
+
+    /// Ends the parse: a word no flag took is an error.
+    fn finish(self) {
+        if let Some(word) = self.words.first() {
+            self.fail(&format!("unknown argument `{word}`"));
         }
     }
 }
-
-#[derive(Debug, PartialEq, Eq)]
-enum Command {
-    Run(Args),
-    Help,
-}
-
-/// A bad command line. Each variant names the argument at fault.
-#[derive(Debug, PartialEq, Eq)]
-enum ArgError {
-    Unknown(String),
-    MissingValue(&'static str),
-    NotANumber { arg: &'static str, value: String },
-    Zero(&'static str),
-    TooLarge { arg: &'static str, mib: usize },
-    TouchExceedsMap { touch_mib: usize, map_mib: usize },
-}
-
-impl fmt::Display for ArgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ArgError::Unknown(arg) => write!(f, "unknown argument `{arg}`"),
-            ArgError::MissingValue(arg) => write!(f, "`{arg}` needs a value, a number of MiB"),
-            ArgError::NotANumber { arg, value } => {
-                write!(f, "`{arg}`: `{value}` is not a whole number of MiB")
-            }
-            ArgError::Zero(arg) => write!(f, "`{arg}` must be at least 1"),
-            ArgError::TooLarge { arg, mib } => {
-                write!(f, "`{arg}`: {mib} MiB does not fit in the address space")
-            }
-            ArgError::TouchExceedsMap { touch_mib, map_mib } => write!(
-                f,
-                "`--touch-mib` ({touch_mib}) is larger than `--map-mib` ({map_mib})"
-            ),
-        }
-    }
-}
-
-/// Parses `--map-mib N --touch-mib M --no-reserve` (or `--map-mib=N`), all optional.
-fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgError> {
-    let mut parsed = Args::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline_value) = match arg.split_once('=') {
-            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-            None => (arg.clone(), None),
-        };
-        let (key, slot) = match name.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--no-reserve" if inline_value.is_none() => {
-                parsed.no_reserve = true;
-                continue;
-            }
-            "--map-mib" => ("--map-mib", &mut parsed.map_mib),
-            "--touch-mib" => ("--touch-mib", &mut parsed.touch_mib),
-            _ => return Err(ArgError::Unknown(arg)),
-        };
-        let value = inline_value
-            .or_else(|| args.next())
-            .ok_or(ArgError::MissingValue(key))?;
-        *slot = parse_mib(key, &value)?;
-    }
-    if parsed.touch_mib > parsed.map_mib {
-        return Err(ArgError::TouchExceedsMap {
-            touch_mib: parsed.touch_mib,
-            map_mib: parsed.map_mib,
-        });
-    }
-    Ok(Command::Run(parsed))
-}
-
-fn parse_mib(arg: &'static str, value: &str) -> Result<usize, ArgError> {
-    let mib: usize = value.parse().map_err(|_| ArgError::NotANumber {
-        arg,
-        value: value.to_owned(),
-    })?;
-    if mib == 0 {
-        return Err(ArgError::Zero(arg));
-    }
-    // Reject sizes whose byte count overflows `usize`, so `mib * MIB` is safe later.
-    if mib.checked_mul(MIB).is_none() {
-        return Err(ArgError::TooLarge { arg, mib });
-    }
-    Ok(mib)
-}
-// ANCHOR_END: args
+// SHARED_END: cli
 
 /// One reading of a memory counter, in bytes, and the file it came from.
 // Only the Linux readers build one; elsewhere every reading is "unavailable".
@@ -356,29 +378,19 @@ fn resident_pages(_map: &[u8], _page: usize) -> io::Result<usize> {
 
 // ANCHOR: main
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Run(args)) => args,
-        Ok(Command::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("map_and_touch: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
+    let options = Options::parse();
+    match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("map_and_touch: {e}");
+            eprintln!("{PROGRAM}: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: &Args) -> io::Result<()> {
+fn run(args: &Options) -> io::Result<()> {
     let page = page_size()?;
-    // parse_args checked that these products fit in usize.
+    // Options::parse checked that these products fit in usize.
     let map_bytes = args.map_mib * MIB;
     let touch_bytes = args.touch_mib * MIB;
     println!(
@@ -490,116 +502,6 @@ fn signed_mib(bytes: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Command, ArgError> {
-        parse_args(args.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn no_arguments_means_256_mib_mapped_and_64_touched() {
-        assert_eq!(
-            parse(&[]),
-            Ok(Command::Run(Args {
-                map_mib: 256,
-                touch_mib: 64,
-                no_reserve: false,
-            }))
-        );
-        assert_eq!(
-            parse(&["--map-mib", "8", "--no-reserve", "--touch-mib=8"]),
-            Ok(Command::Run(Args {
-                map_mib: 8,
-                touch_mib: 8,
-                no_reserve: true,
-            }))
-        );
-    }
-
-    #[test]
-    fn bad_arguments_are_rejected_and_named() {
-        let cases: &[(&[&str], ArgError, &str)] = &[
-            (
-                &["--map-mib", "lots"],
-                ArgError::NotANumber {
-                    arg: "--map-mib",
-                    value: "lots".into(),
-                },
-                "`--map-mib`",
-            ),
-            (
-                &["--touch-mib", "-3"],
-                ArgError::NotANumber {
-                    arg: "--touch-mib",
-                    value: "-3".into(),
-                },
-                "`--touch-mib`",
-            ),
-            (
-                &["--map-mib", "0"],
-                ArgError::Zero("--map-mib"),
-                "`--map-mib`",
-            ),
-            (
-                &["--touch-mib=0"],
-                ArgError::Zero("--touch-mib"),
-                "`--touch-mib`",
-            ),
-            (
-                &["--map-mib", "16", "--touch-mib", "17"],
-                ArgError::TouchExceedsMap {
-                    touch_mib: 17,
-                    map_mib: 16,
-                },
-                "`--touch-mib` (17)",
-            ),
-            // The default map is 256 MiB, so touching 300 alone is too much.
-            (
-                &["--touch-mib", "300"],
-                ArgError::TouchExceedsMap {
-                    touch_mib: 300,
-                    map_mib: 256,
-                },
-                "`--map-mib` (256)",
-            ),
-            (
-                &["--map-mib"],
-                ArgError::MissingValue("--map-mib"),
-                "`--map-mib`",
-            ),
-            (
-                &["--no-reserve=yes"],
-                ArgError::Unknown("--no-reserve=yes".into()),
-                "`--no-reserve=yes`",
-            ),
-            (
-                &["--size", "3"],
-                ArgError::Unknown("--size".into()),
-                "`--size`",
-            ),
-            (
-                &["--map-mib", &usize::MAX.to_string()],
-                ArgError::TooLarge {
-                    arg: "--map-mib",
-                    mib: usize::MAX,
-                },
-                "`--map-mib`",
-            ),
-        ];
-        for (args, expected, named) in cases {
-            let err = match parse(args) {
-                Err(err) => err,
-                Ok(command) => panic!("{args:?} was accepted as {command:?}"),
-            };
-            assert_eq!(&err, expected, "for {args:?}");
-            let message = err.to_string();
-            assert!(
-                message.contains(named),
-                "message for {args:?} should name {named}: {message}"
-            );
-        }
-    }
-
     #[cfg(target_os = "linux")]
     mod linux {
         use super::super::*;

@@ -1120,7 +1120,6 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
     Ok(config)
 }
 
-// ANCHOR: main
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match parse_args(&args) {
@@ -1145,7 +1144,6 @@ fn main() {
         }
     }
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,6 @@ use std::process::ExitCode;
 
 const MIB: u64 = 1 << 20;
 
-// ANCHOR: args
 const USAGE: &str = "usage: memory_meter [--map-mib N] [--touch-mib M] [--interval-ms T]
   --map-mib N      MiB to map for the mincore reading (default 16)
   --touch-mib M    MiB of it to touch, 0 <= M <= N (default 8)
@@ -64,7 +63,6 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     }
     Ok(parsed)
 }
-// ANCHOR_END: args
 
 #[cfg(target_os = "linux")]
 pub use meter::*;
@@ -447,7 +445,6 @@ mod meter {
     // ANCHOR_END: cgroup
 }
 
-// ANCHOR: main
 #[cfg(target_os = "linux")]
 fn run(args: &Args) -> Result<(), String> {
     use std::time::{Duration, Instant};
@@ -569,7 +566,6 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     }
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,6 @@ use std::process::ExitCode;
 
 const MIB: usize = 1 << 20;
 
-// ANCHOR: args
 const USAGE: &str = "usage: pressure [--mib N] [--step-mib S] [--hold-ms T] [--touch populate|write] [--force]
   --mib N          MiB to take in all (default 16)
   --step-mib S     MiB per step, at most N (default 4)
@@ -108,7 +107,6 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     }
     Ok(parsed)
 }
-// ANCHOR_END: args
 
 #[cfg(target_os = "linux")]
 pub use generator::*;

@@ -77,7 +77,6 @@ fn injected(what: impl std::fmt::Debug) -> io::Error {
 }
 // SHARED_END: contract
 
-// ANCHOR: growth
 /// How a `RemapMemory` grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Growth {
@@ -86,7 +85,6 @@ pub enum Growth {
     /// Always allocate the new size, copy, free the old block.
     Copy,
 }
-// ANCHOR_END: growth
 
 /// The thin OS layer: one function per operation, the platform chosen once.
 #[cfg(unix)]
@@ -197,7 +195,6 @@ impl Drop for Region {
 // ANCHOR_END: region
 // SHARED_END: region
 
-// ANCHOR: memory
 /// A WebAssembly linear memory over an exact mapping.
 pub struct RemapMemory {
     /// Exactly `pages * WASM_PAGE` bytes, mapped read-write.
@@ -209,7 +206,6 @@ pub struct RemapMemory {
     /// Paths made to fail on purpose, so tests drive every fallback.
     failing: Vec<GrowPath>,
 }
-// ANCHOR_END: memory
 
 // SAFETY: the memory owns its mapping outright and hands out access only
 // through `&self`/`&mut self`, like a `Vec<u8>`; `&self` methods only read.
@@ -378,7 +374,6 @@ impl RemapMemory {
     }
     // ANCHOR_END: paths
 
-    // ANCHOR: copy
     /// The fallback: a new block of the new size, the old bytes copied in.
     fn copy_to_new(&mut self, old_len: usize, new_len: usize) -> io::Result<()> {
         let target = Region::new(new_len, os::map_rw)?;
@@ -390,10 +385,8 @@ impl RemapMemory {
         self.region = target; // dropping the old region unmaps it
         Ok(())
     }
-    // ANCHOR_END: copy
 }
 
-// ANCHOR: main
 /// Grows a memory to 4096 pages, one page at a time and touching the last
 /// byte after each grow, and prints how many grows took each path.
 fn main() {
@@ -415,4 +408,3 @@ fn main() {
     }
     println!("1 -> 4096 pages: {paths:?}");
 }
-// ANCHOR_END: main

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
-// ANCHOR: args
 const USAGE: &str =
     "usage: rlimit_child [--data-mib N | --as-mib N] [--timeout-ms T] [-- COMMAND [ARG...]]
   --data-mib N    RLIMIT_DATA of N MiB for COMMAND (private writable memory)
@@ -79,7 +78,6 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     }
     Ok(parsed)
 }
-// ANCHOR_END: args
 
 #[cfg(target_os = "linux")]
 pub use bounded::*;
@@ -667,7 +665,6 @@ mod bounded {
     }
 }
 
-// ANCHOR: demo
 /// The demonstration children: each shows one way a bounded child ends.
 #[cfg(target_os = "linux")]
 type Demo = (
@@ -800,7 +797,6 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     }
 }
-// ANCHOR_END: demo
 
 #[cfg(test)]
 mod tests {

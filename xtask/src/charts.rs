@@ -234,9 +234,60 @@ fn plain(v: f64) -> String {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Numbers for people: the tables' and charts' digits
+// ---------------------------------------------------------------------------
+
+/// Three significant digits: `0.0123`, `1.23`, `123`, `12300`.
+pub fn sig3(v: f64) -> String {
+    sig(v, 3)
+}
+
+pub fn sig2(v: f64) -> String {
+    sig(v, 2)
+}
+
+pub fn sig(v: f64, digits: i32) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (digits - 1 - magnitude).max(0) as usize;
+    let scale = 10f64.powi(magnitude - digits + 1);
+    let rounded = if magnitude >= digits - 1 {
+        (v / scale).round() * scale
+    } else {
+        v
+    };
+    format!("{rounded:.decimals$}")
+}
+
+/// `1000000` -> `1,000,000`.
+pub fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_for_people() {
+        assert_eq!(sig3(20.2095), "20.2");
+        assert_eq!(sig3(0.012345), "0.0123");
+        assert_eq!(sig3(123456.0), "123000");
+        assert_eq!(sig2(-0.0567), "-0.057");
+        assert_eq!(group_digits(1_000_000), "1,000,000");
+        assert_eq!(group_digits(100), "100");
+    }
 
     #[test]
     fn tick_labels_are_short() {

@@ -15,7 +15,7 @@ pub struct BrokenLink {
 
 /// Every `<a href>` in every page under `site` whose target page or fragment is missing.
 pub fn check_fragments(site: &Path) -> Result<(usize, Vec<BrokenLink>)> {
-    let pages = crate::files_with_extension(site, "html")?;
+    let pages = crate::files::files_with_extension(site, "html")?;
     let mut ids: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     let mut texts = BTreeMap::new();
     for page in &pages {

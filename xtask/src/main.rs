@@ -5,11 +5,19 @@
 //! (and, for `test`, Chromium, which CI installs itself).
 
 mod bench;
+mod block_length;
 mod blocks;
+mod book;
 mod browser;
 mod charts;
+mod files;
+mod fresh;
+mod leaks;
 mod links;
+mod manifest;
+mod mdbook_test;
 mod numbers;
+mod outputs;
 mod process;
 #[cfg(test)]
 mod selftest;
@@ -33,14 +41,19 @@ tasks:
   install-tools   install the pinned mdbook, mdbook-mermaid and mdbook-linkcheck2
   build           build the book into book/
   serve           serve the book on http://localhost:3000, rebuilding on change
-  test            run every check: cargo test, clippy, mdbook build, mdbook test,
-                  the link check and the headless Chromium check
+  test [STEP...]  run every check: cargo test, clippy, mdbook build, mdbook test,
+                  the link check, the headless Chromium check and the rest; with
+                  STEP names (`mdbook-test`, `leaks`, ...), only the steps named
   bench           run the book's benches and redraw src/charts/*.svg and
                   benches/results/*; `bench --quick` checks that pipeline fast,
                   writing only under target/xtask/bench-quick/; `bench --redraw`
                   redraws them from the last full run without measuring;
-                  `bench --repeat N` makes N full runs and writes how far
-                  they disagree to benches/results/spread.md";
+                  `bench --numbers` rewrites the quoted numbers from the
+                  committed CSV files; `bench --repeat N` makes N full runs
+                  and writes how far they disagree to benches/results/spread.md
+  outputs [NAME...]
+                  run the commands of xtask/src/outputs.rs (all, or those named)
+                  and write their output to examples/output/<name>.txt";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,8 +62,9 @@ fn main() -> ExitCode {
         Some("install-tools") => tools::install_all().map(|_| ()),
         Some("build") => build(&root),
         Some("serve") => serve(&root),
-        Some("test") => steps::test_all(&root),
+        Some("test") => steps::test_all(&root, &args[1..]),
         Some("bench") => bench::bench(&root, &args[1..]),
+        Some("outputs") => outputs::write_outputs(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -73,24 +87,6 @@ fn project_root() -> PathBuf {
         .parent()
         .expect("xtask/ lives in the repository root")
         .to_path_buf()
-}
-
-/// Every file under `dir` whose name ends in `.ext`, relative to `dir`, sorted.
-pub fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == ext) {
-                found.push(path.strip_prefix(dir)?.to_path_buf());
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 fn build(root: &Path) -> Result<()> {

@@ -25,6 +25,21 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// Fails, with the lines that name what broke, if the command failed or
+    /// printed an error (mdBook logs some errors and still exits 0).
+    pub fn ok_or_errors(&self) -> Result<()> {
+        let errors = self.error_lines();
+        if !self.success || !errors.is_empty() {
+            return Err(if errors.is_empty() {
+                "failed (see the output above)".to_owned()
+            } else {
+                errors
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// The lines worth repeating in an error: compiler errors and their
     /// locations, test failures, and tools' ERROR lines.
     pub fn error_lines(&self) -> String {

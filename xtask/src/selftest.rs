@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::steps::{self, Book, Tally};
+use crate::book::{Book, Tally};
+use crate::steps;
 use crate::Result;
 
 const CHAPTER: &str = "src/how-this-book-is-tested.md";
@@ -111,6 +112,34 @@ fn a_broken_anchor_fails_the_build_naming_the_chapter() -> Result<()> {
 }
 
 #[test]
+fn an_anchor_no_chapter_includes_fails_the_build_naming_file_and_anchor() -> Result<()> {
+    let book = copy_book("dead-anchor")?;
+    edit(
+        &book,
+        "examples/page_math.rs",
+        "fn main() {",
+        "// ANCHOR: nobody_shows_this\nfn main() {",
+    )?;
+    edit(
+        &book,
+        "examples/page_math.rs",
+        "\n}\n\n#[cfg(test)]",
+        "\n}\n// ANCHOR_END: nobody_shows_this\n\n#[cfg(test)]",
+    )?;
+    // Any build runs build.rs; checking one example is the cheapest.
+    let out = crate::run_recorded(book.cargo().args(["check", "--example", "page_math"]), true)?;
+    expect_failure(
+        out.ok_or_errors(),
+        &[
+            "examples/page_math.rs:28",
+            "ANCHOR: nobody_shows_this",
+            "dead anchor",
+        ],
+    );
+    Ok(())
+}
+
+#[test]
 fn a_link_to_a_missing_chapter_fails_naming_the_chapter() -> Result<()> {
     let book = copy_book("link")?;
     edit(
@@ -174,6 +203,146 @@ fn a_chart_that_does_not_draw_fails_naming_the_chapter() -> Result<()> {
             "image not drawn",
             "charts/memory_grow.svg",
         ],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_long_rust_block_fails_naming_the_chapter_and_the_include() -> Result<()> {
+    let book = copy_book("long-block")?;
+    edit(
+        &book,
+        CHAPTER,
+        "## One source of truth",
+        "```rust\n{{#rustdoc_include ../examples/memory_meter.rs:cgroup}}\n```\n\n## One source of truth",
+    )?;
+    let result = crate::block_length::check(&book, &mut Tally::default(), false);
+    expect_failure(
+        result,
+        &[
+            "src/how-this-book-is-tested.md:",
+            "{{#rustdoc_include ../examples/memory_meter.rs:cgroup}}",
+            "visible lines (more than 40)",
+        ],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_build_machine_path_on_a_page_fails_naming_the_chapter() -> Result<()> {
+    let book = copy_book("leak")?;
+    edit(
+        &book,
+        CHAPTER,
+        "## One source of truth",
+        "Our notes are in /work/notes/ and the sandbox.\n\n## One source of truth",
+    )?;
+    steps::mdbook_build(&book, &mut Tally::default())?;
+    let result = crate::leaks::leak_check(&book, &mut Tally::default());
+    expect_failure(result, &[CHAPTER, "`/work/`", "`sandbox`"]);
+    Ok(())
+}
+
+#[test]
+fn pasted_output_fails_naming_the_chapter_and_line() -> Result<()> {
+    let book = copy_book("pasted-output")?;
+    edit(
+        &book,
+        CHAPTER,
+        "## One source of truth",
+        "```console\n$ cargo run --example page_math\n                   0 bytes ->      0 wasm pages\n```\n\n## One source of truth",
+    )?;
+    let report = crate::outputs::output_blocks(&book.root.join("src"))?;
+    assert!(
+        report
+            .pasted
+            .iter()
+            .any(|p| p.starts_with(CHAPTER) && p.contains("typed into the chapter")),
+        "the pasted block was not named: {:?}",
+        report.pasted
+    );
+    Ok(())
+}
+
+#[test]
+fn a_recorded_output_that_no_longer_matches_fails_naming_the_file() -> Result<()> {
+    let book = copy_book("stale-output")?;
+    edit(
+        &book,
+        "examples/output/linear_memory.txt",
+        "{Committed: 4095}",
+        "{Committed: 4095, Moved: 3}",
+    )?;
+    let problems = crate::outputs::rerun_outputs(&book, Some(&["linear_memory"]))?;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("examples/output/linear_memory.txt:")
+                && p.contains("digits aside")),
+        "the stale output was not named: {problems:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_example_whose_header_misses_a_crate_fails_naming_it() -> Result<()> {
+    let book = copy_book("fresh")?;
+    edit(
+        &book,
+        "examples/realloc_paths.rs",
+        "//! - Depends on: std, libc 0.2",
+        "//! - Depends on: std",
+    )?;
+    edit(
+        &book,
+        "examples/page_math.rs",
+        "//! - Run: ",
+        "//! - How to run: ",
+    )?;
+    let problems = crate::fresh::check_examples(
+        &book,
+        Some(&["realloc_paths", "page_math", "linear_memory"]),
+    )?;
+    let named = |file: &str, what: &str| {
+        problems
+            .iter()
+            .any(|p| p.starts_with(file) && p.contains(what))
+    };
+    assert!(
+        named("examples/realloc_paths.rs", "does not build"),
+        "realloc_paths was not named: {problems:?}"
+    );
+    assert!(
+        named("examples/page_math.rs", "`//! - Run:`"),
+        "page_math was not named: {problems:?}"
+    );
+    assert_eq!(
+        problems.len(),
+        2,
+        "linear_memory should build: {problems:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_example_whose_parser_panics_fails_bad_input_naming_it() -> Result<()> {
+    let book = copy_book("bad-input")?;
+    edit(
+        &book,
+        "examples/map_and_touch.rs",
+        "match text.parse::<u64>() {",
+        "match Ok::<u64, ()>(text.parse::<u64>().unwrap()) {",
+    )?;
+    let out = crate::run_recorded(
+        book.cargo()
+            .args(["test", "--test", "bad_input", "--", "map_and_touch"]),
+        true,
+    )?;
+    assert!(!out.success, "the panicking parser passed:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains("bad_input: map_and_touch: FAILED") && out.stdout.contains("panicked"),
+        "the failure does not name map_and_touch and the panic:\n{}",
+        out.stdout
     );
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::steps::Book;
+use crate::book::Book;
 use crate::{run_recorded, Result};
 
 /// `(example, arguments, why this configuration)`.
