@@ -28,14 +28,11 @@ use std::time::{Duration, Instant};
 /// one that passes must leave the list. The list only shrinks.
 const NOT_YET_CONVERTED: &[&str] = &[
     "fault_injection",
-    "file_backed_memory",
     "memory_manager",
     "memory_meter",
     "page_math",
     "pressure",
-    "realloc_paths",
     "rlimit_child",
-    "stack_vs_heap",
 ];
 
 /// The longest any one run may take, the demo run with no arguments included.
