@@ -8,6 +8,7 @@ mod bench;
 mod blocks;
 mod browser;
 mod charts;
+mod kernels;
 mod links;
 mod process;
 #[cfg(test)]
@@ -16,6 +17,9 @@ mod steps;
 mod system;
 mod tools;
 mod valgrind;
+#[path = "../../tests/support/vm/mod.rs"]
+mod vm;
+mod vm_assets;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,7 +40,14 @@ tasks:
   bench           run the book's benches and redraw src/charts/*.svg and
                   benches/results/*; `bench --quick` checks that pipeline fast,
                   writing only under target/xtask/bench-quick/; `bench --redraw`
-                  redraws them from the last full run without measuring";
+                  redraws them from the last full run without measuring
+  vm-setup        fetch Debian's kernels and busybox, build the guests' initramfs
+                  images (and install QEMU and stress-ng as root); prints the
+                  DMB_VM_ASSETS line that lets `cargo test` boot guests
+  kernels         run the OS tests on the host kernel and in a QEMU guest of
+                  each Debian kernel; write tests/results/kernel-grow-paths.md
+  vm-run R CMD    boot the guest of kernel R (e.g. 6.12), run CMD in the
+                  repository there, print its output";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,6 +58,9 @@ fn main() -> ExitCode {
         Some("serve") => serve(&root),
         Some("test") => steps::test_all(&root),
         Some("bench") => bench::bench(&root, &args[1..]),
+        Some("vm-setup") => vm_setup(),
+        Some("kernels") => kernels::kernels(&root),
+        Some("vm-run") => kernels::vm_run(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -87,6 +101,22 @@ pub fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     }
     found.sort();
     Ok(found)
+}
+
+fn vm_setup() -> Result<()> {
+    let assets = vm_assets::setup()?;
+    for k in &assets.kernels {
+        eprintln!(
+            "xtask: guest kernel {} ({:?} boot) from {} {}",
+            k.release, k.boot, k.package, k.version
+        );
+    }
+    println!(
+        "export {}={}",
+        vm::ASSETS_ENV,
+        vm_assets::assets_file()?.display()
+    );
+    Ok(())
 }
 
 fn build(root: &Path) -> Result<()> {
