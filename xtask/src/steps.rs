@@ -60,12 +60,14 @@ pub struct Tally {
     diagrams: usize,
     pages: usize,
     links: usize,
+    kernels: crate::kernels::Summary,
 }
 
 type Step = fn(&Book, &mut Tally) -> Result<()>;
 
-const STEPS: [(&str, Step); 8] = [
+const STEPS: [(&str, Step); 9] = [
     ("cargo test", cargo_test),
+    ("kernel matrix", kernel_matrix),
     ("cargo clippy", clippy),
     ("mdbook build", mdbook_build),
     ("mdbook test", mdbook_test),
@@ -108,6 +110,7 @@ pub fn test_all(root: &Path) -> Result<()> {
         "book: {} snippets tested by skeptic, {} by mdbook test, {} diagrams rendered, {} pages checked, 0 broken links (of {})",
         tally.skeptic, tally.mdbook_test, tally.diagrams, tally.pages, tally.links
     );
+    println!("{}", tally.kernels);
     println!("xtask test took {:.0} s", started.elapsed().as_secs_f64());
     println!("steps: {} passed, 0 failed", STEPS.len());
     Ok(())
@@ -118,9 +121,12 @@ pub fn test_all(root: &Path) -> Result<()> {
 fn cargo_test(book: &Book, tally: &mut Tally) -> Result<()> {
     compile(book)?;
     let mdbook = tools::tool("mdbook").binary()?;
+    // The guests tests/vm_harness.rs boots.
+    crate::vm_assets::setup()?;
     let out = run_recorded(
         book.cargo()
             .args(["test", "--workspace"])
+            .env(crate::vm::ASSETS_ENV, crate::vm_assets::assets_file()?)
             .env("DMB_MDBOOK", &mdbook)
             .env("DMB_CHROMIUM", &book.chromium)
             .env("PATH", tools::path_with(&book.bins)?),
@@ -150,6 +156,15 @@ pub fn compile(book: &Book) -> Result<()> {
         book.quiet,
     )?;
     ok_or_errors(&out)
+}
+
+/// Step 2: the OS tests on the host kernel and in a QEMU guest of each
+/// Debian kernel (`cargo xtask kernels`).
+fn kernel_matrix(book: &Book, tally: &mut Tally) -> Result<()> {
+    let mut cargo = book.cargo();
+    cargo.arg("--quiet");
+    tally.kernels = crate::kernels::run_matrix(&book.root, cargo, &book.cargo_target)?;
+    Ok(())
 }
 
 fn is_skeptic_test(name: &str) -> bool {

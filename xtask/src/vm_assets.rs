@@ -167,9 +167,9 @@ impl Apt {
             }
             return Err(format!(
                 "Debian's package `{}` is not in this machine's apt lists (`apt-cache {} {}` \
-                 answers nothing). Run `sudo apt-get update`; if it is still missing, add \
-                 Debian 12's bookworm-security suite to /etc/apt/sources.list: the guests' \
-                 kernels come from it",
+                 answers nothing). Run `sudo apt-get update`; if it is still missing, this \
+                 machine's apt sources lack Debian 12's `bookworm` and `bookworm-security` \
+                 suites, where the guests' kernels come from",
                 missing[0],
                 question.join(" "),
                 missing[0]

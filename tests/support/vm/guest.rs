@@ -104,9 +104,10 @@ impl GuestConfig {
         self
     }
 
-    /// Also mounts `dir` (absolute) read-only at the same path in the guest.
+    /// Also mounts `dir` (absolute) read-only at the same path in the guest,
+    /// unless a folder it lies in is shared already.
     pub fn share(mut self, dir: &Path) -> GuestConfig {
-        if !self.shares.iter().any(|s| s == dir) {
+        if !self.shares.iter().any(|s| dir.starts_with(s)) {
             self.shares.push(dir.to_path_buf());
         }
         self
