@@ -51,6 +51,15 @@ pub fn setup() -> Result<Assets> {
 
     let base = tools::tools_dir()?.join(LAYOUT);
     std::fs::create_dir_all(&base)?;
+    // Clones of the book share this folder: one setup at a time.
+    let lock = std::fs::File::create(base.join("setup.lock"))?;
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "xtask: another vm-setup is preparing {}; waiting",
+            base.display()
+        );
+        lock.lock()?;
+    }
     let mut apt = Apt::default();
     let packages = apt.kernels_of(&KERNEL_SERIES)?;
     let mut wanted: Vec<&str> = vec![BUSYBOX_PACKAGE];
@@ -84,7 +93,40 @@ pub fn setup() -> Result<Assets> {
         kernels,
     };
     assets.save(&assets_file()?)?;
+    prune(&base, &assets, &busybox)?;
     Ok(assets)
+}
+
+/// Removes the kernels, busybox builds and initramfs images that `assets`
+/// no longer uses (a kernel that Debian has since replaced), and any
+/// half-built folder.
+fn prune(base: &Path, assets: &Assets, busybox: &Path) -> Result<()> {
+    let mut keep: Vec<PathBuf> = vec![busybox.parent().expect("in a folder").to_path_buf()];
+    for k in &assets.kernels {
+        keep.push(k.image.parent().expect("in a folder").to_path_buf());
+        keep.push(k.initramfs.clone());
+    }
+    let mut candidates = Vec::new();
+    for dir in [base.to_path_buf(), base.join("initramfs")] {
+        for entry in std::fs::read_dir(&dir)? {
+            candidates.push(entry?.path());
+        }
+    }
+    for path in candidates {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let ours = name.starts_with("linux-image-")
+            || name.starts_with(BUSYBOX_PACKAGE)
+            || name.ends_with(".cpio")
+            || name.ends_with(".partial");
+        if ours && !keep.contains(&path) {
+            eprintln!("xtask: removing {}, no longer used", path.display());
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+    Ok(())
 }
 
 /// `apt-cache` and `apt-get download`, with one `apt-get update` (as root)

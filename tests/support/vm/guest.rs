@@ -311,8 +311,18 @@ impl Guest {
         &self.config
     }
 
-    /// Runs `script` with `sh` in the guest (cwd `/`, stdin `/dev/null`),
-    /// killing it and all it started after `timeout`.
+    /// QEMU's process id on the host: its RSS is the memory the guest holds
+    /// (free page reporting gives pages back to the host).
+    pub fn qemu_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `script` with busybox `sh` in the guest (cwd `/`, stdin
+    /// `/dev/null`, `PATH` busybox first, then the host's `/usr`), killing it
+    /// and all it started after `timeout`. A process it starts in the
+    /// background and that outlives it keeps running (a memory hog for a
+    /// balloon test): redirect its output (`hog > /tmp/hog.log 2>&1 &`) and
+    /// stop it with a later command.
     pub fn run(&mut self, script: &str, timeout: Duration) -> Result<GuestOutput, VmError> {
         let result = self.channel.run(script, timeout);
         result.map_err(|e| self.with_console(e))
