@@ -267,22 +267,19 @@ impl Guest {
             what: format!("booting {}", config.kernel.release),
             handed_over: false,
         };
-        let qmp_socket = starting.wait_for_socket(&dir.join("qmp.sock"), deadline)?;
-        let qmp = Qmp::connect(&qmp_socket).map_err(|e| starting.fail(e))?;
-        let cmd_socket = starting.wait_for_socket(&dir.join("cmd.sock"), deadline)?;
-        let stream = UnixStream::connect(&cmd_socket).map_err(|e| {
-            starting.fail(VmError::new(
-                ErrorKind::Boot,
-                format!("cannot connect to {}: {e}", cmd_socket.display()),
-            ))
-        })?;
+        let qmp_socket = starting.connect(&dir.join("qmp.sock"), deadline)?;
+        let qmp = Qmp::new(qmp_socket).map_err(|e| starting.fail(e))?;
+        let stream = starting.connect(&dir.join("cmd.sock"), deadline)?;
         let mut channel = Channel::new(stream)
             .map_err(|e| starting.fail(VmError::new(ErrorKind::Boot, format!("{e}"))))?;
         let release = channel.handshake(deadline).map_err(|e| {
-            let exited = starting
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+            // A channel that broke before the deadline: QEMU is exiting.
+            let grace = if Instant::now() < deadline {
+                Duration::from_secs(2)
+            } else {
+                Duration::ZERO
+            };
+            let exited = starting.exit_status_within(grace);
             let what = match exited {
                 Some(status) => format!(
                     "QEMU exited ({status}) before the guest served commands: the kernel \
@@ -499,11 +496,25 @@ struct Starting {
 }
 
 impl Starting {
-    /// Waits for QEMU to create `socket`, failing if QEMU exits first.
-    fn wait_for_socket(&mut self, socket: &Path, deadline: Instant) -> Result<PathBuf, VmError> {
+    /// Connects to `socket` once QEMU listens on it (the file appears
+    /// before QEMU listens), failing if QEMU exits first.
+    fn connect(&mut self, socket: &Path, deadline: Instant) -> Result<UnixStream, VmError> {
         loop {
-            if socket.exists() {
-                return Ok(socket.to_path_buf());
+            match UnixStream::connect(socket) {
+                Ok(stream) => return Ok(stream),
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    let e = VmError::new(
+                        ErrorKind::Boot,
+                        format!("cannot connect to {}: {e}", socket.display()),
+                    );
+                    return Err(self.fail(e));
+                }
+                Err(_) => {}
             }
             let child = self.child.as_mut().expect("still starting");
             if let Ok(Some(status)) = child.try_wait() {
@@ -513,11 +524,24 @@ impl Starting {
             if Instant::now() >= deadline {
                 let e = VmError::new(
                     ErrorKind::Boot,
-                    format!("QEMU created no {} in time", socket.display()),
+                    format!("QEMU did not listen on {} in time", socket.display()),
                 );
                 return Err(self.fail(e));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// QEMU's exit status, if it exits within `grace`.
+    fn exit_status_within(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let until = Instant::now() + grace;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+                _ => return None,
+            }
         }
     }
 

@@ -22,7 +22,8 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    /// Reads the greeting and enters command mode (`qmp_capabilities`).
+    /// Connects to QEMU's `-qmp unix:` socket, reads the greeting and
+    /// enters command mode (`qmp_capabilities`).
     pub fn connect(socket: &Path) -> Result<Qmp, VmError> {
         let stream = UnixStream::connect(socket).map_err(|e| {
             VmError::new(
@@ -30,6 +31,11 @@ impl Qmp {
                 format!("QMP: cannot connect to {}: {e}", socket.display()),
             )
         })?;
+        Qmp::new(stream)
+    }
+
+    /// [`Qmp::connect`] over a stream already connected.
+    pub fn new(stream: UnixStream) -> Result<Qmp, VmError> {
         let writer = stream.try_clone().map_err(|e| qmp_error(format!("{e}")))?;
         let mut qmp = Qmp {
             writer,
