@@ -35,7 +35,10 @@ pub const MIN_BALLOON_TARGET: u64 = 128 * MIB;
 /// How many console lines an error repeats.
 const CONSOLE_TAIL_LINES: usize = 30;
 
-/// A virtio-balloon device (`balloon0`).
+/// A virtio-balloon device (`balloon0`). Its target counts base RAM only
+/// (QEMU 7.2): memory plugged by virtio-mem is not part of it. Without
+/// `deflate_on_oom` the guest takes ballooned pages off MemTotal; with it,
+/// MemTotal stays and only MemFree drops.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Balloon {
     /// The guest reports freed pages, and QEMU gives them back to the host.

@@ -9,9 +9,18 @@
 //! ```text
 //! let assets = vm::Assets::from_env()?.expect("run `cargo xtask vm-setup`");
 //! let kernel = &assets.kernels[0];
-//! let mut guest = vm::Guest::boot(vm::GuestConfig::new(&assets, kernel).memory_mib(512))?;
-//! let out = guest.run("uname -r", std::time::Duration::from_secs(10))?;
+//! let config = vm::GuestConfig::new(&assets, kernel)
+//!     .memory_mib(1024)
+//!     .balloon(vm::Balloon { free_page_reporting: true, deflate_on_oom: false })
+//!     .virtio_mem(vm::VirtioMem { region_mib: 1024, block_mib: 2 })
+//!     .share(Path::new(env!("CARGO_MANIFEST_DIR")));
+//! let mut guest = vm::Guest::boot(config)?;
+//! let out = guest.run("uname -r", Duration::from_secs(10))?;
 //! assert_eq!(out.stdout.trim(), kernel.release);
+//! guest.balloon_to(256 << 20, Duration::from_secs(20))?; // QMP `balloon`, until `query-balloon` agrees
+//! guest.virtio_mem_to(512 << 20, Duration::from_secs(20))?; // `qom-set requested-size`, until `size` agrees
+//! let total = guest.meminfo()?.mib("MemTotal");
+//! guest.run("stress-ng --vm 1 --vm-bytes 300M -t 5", Duration::from_secs(30))?;
 //! ```
 //!
 //! Every guest is killed when its [`Guest`] is dropped, and (through
