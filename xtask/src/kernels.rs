@@ -103,18 +103,25 @@ impl fmt::Display for Counts {
 /// What `cargo xtask test` prints about the matrix.
 #[derive(Debug, Default)]
 pub struct Summary {
-    pub booted: usize,
-    pub host: bool,
+    /// The kernels booted in QEMU.
+    pub booted: Vec<String>,
+    /// The host's kernel, if the tests ran on it.
+    pub host: Option<String>,
     pub counts: Counts,
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host { " and the host" } else { "" };
+        let host = match &self.host {
+            Some(release) => format!(" and the host ({release})"),
+            None => String::new(),
+        };
         write!(
             f,
-            "kernels: {} booted in QEMU{host}; their OS tests: {}",
-            self.booted, self.counts
+            "kernels: {} booted in QEMU ({}){host}; their OS tests: {}",
+            self.booted.len(),
+            self.booted.join(", "),
+            self.counts
         )
     }
 }
@@ -182,9 +189,9 @@ pub fn run_matrix(root: &Path, cargo: Command, target_dir: &Path) -> Result<Summ
         println!("kernel {}: {}", run.label, run.counts);
         summary.counts.add(run.counts);
         if !run.in_qemu {
-            summary.host = true;
+            summary.host = Some(host.clone());
         } else if run.boot.is_some() {
-            summary.booted += 1;
+            summary.booted.push(run.label.clone());
         }
         problems.extend(
             run.failures
