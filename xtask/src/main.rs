@@ -8,6 +8,8 @@ mod bench;
 mod blocks;
 mod browser;
 mod charts;
+mod grow_paths;
+mod guest_image;
 mod kernels;
 mod links;
 mod process;
