@@ -66,4 +66,6 @@ pub struct Tally {
     /// their output blocks.
     pub outputs_generated: usize,
     pub output_blocks: usize,
+    /// The kernels the matrix ran the OS tests on, and what they reported.
+    pub kernels: crate::kernels::Summary,
 }

@@ -12,6 +12,9 @@ mod browser;
 mod charts;
 mod files;
 mod fresh;
+mod grow_paths;
+mod guest_image;
+mod kernels;
 mod leaks;
 mod links;
 mod manifest;
@@ -26,6 +29,9 @@ mod steps;
 mod system;
 mod tools;
 mod valgrind;
+#[path = "../../tests/support/vm/mod.rs"]
+mod vm;
+mod vm_assets;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,7 +59,14 @@ tasks:
                   and writes how far they disagree to benches/results/spread.md
   outputs [NAME...]
                   run the commands of xtask/src/outputs.rs (all, or those named)
-                  and write their output to examples/output/<name>.txt";
+                  and write their output to examples/output/<name>.txt
+  vm-setup        fetch Debian's kernels and busybox, build the guests' initramfs
+                  images (and install QEMU and stress-ng as root); prints the
+                  DMB_VM_ASSETS line that lets `cargo test` boot guests
+  kernels         run the OS tests on the host kernel and in a QEMU guest of
+                  each Debian kernel; write tests/results/kernel-grow-paths.md
+  vm-run R CMD    boot the guest of kernel R (e.g. 6.12), run CMD in the
+                  repository there, print its output";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -65,6 +78,9 @@ fn main() -> ExitCode {
         Some("test") => steps::test_all(&root, &args[1..]),
         Some("bench") => bench::bench(&root, &args[1..]),
         Some("outputs") => outputs::write_outputs(&root, &args[1..]),
+        Some("vm-setup") => vm_setup(),
+        Some("kernels") => kernels::kernels(&root),
+        Some("vm-run") => kernels::vm_run(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -87,6 +103,22 @@ fn project_root() -> PathBuf {
         .parent()
         .expect("xtask/ lives in the repository root")
         .to_path_buf()
+}
+
+fn vm_setup() -> Result<()> {
+    let assets = vm_assets::setup()?;
+    for k in &assets.kernels {
+        eprintln!(
+            "xtask: guest kernel {} ({:?} boot) from {} {}",
+            k.release, k.boot, k.package, k.version
+        );
+    }
+    println!(
+        "export {}={}",
+        vm::ASSETS_ENV,
+        vm_assets::assets_file()?.display()
+    );
+    Ok(())
 }
 
 fn build(root: &Path) -> Result<()> {

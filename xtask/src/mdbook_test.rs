@@ -259,7 +259,7 @@ impl RustdocShim {
 }
 
 /// `count_before("ok. 3 passed; 0 failed", " passed") == 3`
-fn count_before(text: &str, label: &str) -> usize {
+pub fn count_before(text: &str, label: &str) -> usize {
     text.find(label)
         .and_then(|at| text[..at].rsplit(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())

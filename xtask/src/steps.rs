@@ -15,8 +15,9 @@ type Step = fn(&Book, &mut Tally) -> Result<()>;
 /// The steps, in order. The last four hold the chapters and examples to the
 /// rules they are being converted to; `block length` and `outputs` have a
 /// switch that makes their failure a warning meanwhile (see their files).
-const STEPS: [(&str, Step); 12] = [
+const STEPS: [(&str, Step); 13] = [
     ("cargo test", cargo_test),
+    ("kernel matrix", kernel_matrix),
     ("cargo clippy", clippy),
     ("mdbook build", mdbook_build),
     ("mdbook test", mdbook_test::mdbook_test),
@@ -88,6 +89,7 @@ pub fn test_all(root: &Path, only: &[String]) -> Result<()> {
         tally.outputs_generated,
         tally.output_blocks
     );
+    println!("{}", tally.kernels);
     println!("xtask test took {:.0} s", started.elapsed().as_secs_f64());
     if total == STEPS.len() {
         println!("steps: {total} passed, 0 failed");
@@ -115,9 +117,12 @@ fn slug(name: &str) -> String {
 fn cargo_test(book: &Book, tally: &mut Tally) -> Result<()> {
     compile(book)?;
     let mdbook = tools::tool("mdbook").binary()?;
+    // The guests tests/vm_harness.rs boots.
+    crate::vm_assets::setup()?;
     let out = run_recorded(
         book.cargo()
             .args(["test", "--workspace"])
+            .env(crate::vm::ASSETS_ENV, crate::vm_assets::assets_file()?)
             .env("DMB_MDBOOK", &mdbook)
             .env("DMB_CHROMIUM", &book.chromium)
             .env("PATH", tools::path_with(&book.bins)?),
@@ -147,6 +152,15 @@ pub fn compile(book: &Book) -> Result<()> {
         book.quiet,
     )?;
     out.ok_or_errors()
+}
+
+/// Step 2: the OS tests on the host kernel and in a QEMU guest of each
+/// Debian kernel (`cargo xtask kernels`).
+fn kernel_matrix(book: &Book, tally: &mut Tally) -> Result<()> {
+    let mut cargo = book.cargo();
+    cargo.arg("--quiet");
+    tally.kernels = crate::kernels::run_matrix(&book.root, cargo, &book.cargo_target)?;
+    Ok(())
 }
 
 fn is_skeptic_test(name: &str) -> bool {

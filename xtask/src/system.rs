@@ -1,24 +1,36 @@
-//! System programs the checks need (Chromium, valgrind): found on PATH, or
-//! installed with apt-get when running as root in CI, as CI machines start
-//! with only what the repository installs.
+//! System programs the checks need (Chromium, valgrind, QEMU): found on PATH,
+//! or installed with apt-get when running as root (as CI does), as CI machines
+//! start with only what the repository installs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::{run, Result};
 
-/// The first of `names` on PATH; otherwise, under `CI=true` as root,
-/// `apt-get install package`; otherwise an error with the install command.
+/// The first of `names` on PATH; otherwise, as root, `apt-get install
+/// package`; otherwise an error with the install command.
 pub fn require(names: &[&str], package: &str, needed_for: &str) -> Result<PathBuf> {
-    if let Some(found) = find_in_path(names) {
+    require_with(|| find_in_path(names), names[0], package, needed_for)
+}
+
+/// A file a package ships (`/usr/share/qemu/qboot.rom`), installed like
+/// [`require`] installs a program.
+pub fn require_file(path: &Path, package: &str, needed_for: &str) -> Result<PathBuf> {
+    let found = || path.is_file().then(|| path.to_path_buf());
+    require_with(found, &path.display().to_string(), package, needed_for)
+}
+
+fn require_with(
+    find: impl Fn() -> Option<PathBuf>,
+    what: &str,
+    package: &str,
+    needed_for: &str,
+) -> Result<PathBuf> {
+    if let Some(found) = find() {
         return Ok(found);
     }
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if in_ci && is_root() {
-        eprintln!(
-            "xtask: {} is missing; installing Debian's `{package}` (CI=true, root)",
-            names[0]
-        );
+    if is_root() {
+        eprintln!("xtask: {what} is missing; installing Debian's `{package}` (running as root)");
         run(Command::new("apt-get").arg("update"), "apt-get update")?;
         run(
             Command::new("apt-get")
@@ -26,12 +38,10 @@ pub fn require(names: &[&str], package: &str, needed_for: &str) -> Result<PathBu
                 .env("DEBIAN_FRONTEND", "noninteractive"),
             &format!("apt-get install {package}"),
         )?;
-        return find_in_path(names)
-            .ok_or_else(|| format!("apt-get installed `{package}` but no {}", names[0]).into());
+        return find().ok_or_else(|| format!("apt-get installed `{package}` but no {what}").into());
     }
     Err(format!(
-        "{needed_for} needs {}. Install it with `sudo apt-get install -y {package}` (Debian/Ubuntu)",
-        names[0]
+        "{needed_for} needs {what}. Install it with `sudo apt-get install -y {package}` (Debian/Ubuntu)"
     )
     .into())
 }
@@ -43,7 +53,7 @@ fn find_in_path(names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
