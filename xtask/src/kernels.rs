@@ -41,7 +41,7 @@ pub const OS_TESTS: [Target; 6] = [
         name: "linear_memory",
     },
     Target {
-        kind: "example",
+        kind: "test",
         name: "file_backed_memory",
     },
     Target {
