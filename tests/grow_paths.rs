@@ -17,7 +17,7 @@ fn main() {
     for (name, pages, run) in memories() {
         match run() {
             Ok(paths) => {
-                let line = serde_json::json!({ "memory": name, "pages": pages, "paths": paths });
+                let line = serde_json::json!({ "strategy": name, "pages": pages, "paths": paths });
                 println!("{line}");
             }
             Err(e) => {

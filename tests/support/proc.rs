@@ -36,6 +36,22 @@ pub fn mappings_in(range: std::ops::Range<usize>) -> Vec<(usize, usize, String)>
         .collect()
 }
 
+/// What `range` looks like to a program: its pages' permissions, as runs of
+/// equal permissions clipped to `range`. Unlike `mappings_in`, this does not
+/// depend on where the kernel chose to split or merge its VMAs (a mapping
+/// whose pages were never touched may merge with a neighbour after a move).
+pub fn protections_in(range: std::ops::Range<usize>) -> Vec<(usize, usize, String)> {
+    let mut runs: Vec<(usize, usize, String)> = Vec::new();
+    for (start, end, perms) in mappings_in(range.clone()) {
+        let (start, end) = (start.max(range.start), end.min(range.end));
+        match runs.last_mut() {
+            Some(last) if last.1 == start && last.2 == perms => last.1 = end,
+            _ => runs.push((start, end, perms)),
+        }
+    }
+    runs
+}
+
 /// The running kernel's (major, minor) version, from `uname -r`'s text.
 pub fn kernel_version() -> (u32, u32) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
