@@ -98,6 +98,9 @@ pub struct PageReport {
     pub copies: Vec<(usize, bool, String)>,
     pub search_results: usize,
     pub search_note: String,
+    /// Interactions that worked: the sidebar toggle by keyboard, and the
+    /// theme menu redrawing the diagrams. One that failed is an error.
+    pub interactions: usize,
     pub errors: Vec<String>,
     /// How long Chromium took, start to exit.
     pub seconds: f64,
@@ -395,6 +398,7 @@ fn parse_report(load: &Load, body: &str) -> PageReport {
         copies: Vec::new(),
         search_results: 0,
         search_note: String::new(),
+        interactions: 0,
         errors: Vec::new(),
         seconds: 0.0,
     };
@@ -433,6 +437,9 @@ fn parse_report(load: &Load, body: &str) -> PageReport {
                 report.search_results = field(1).parse().unwrap_or(0);
                 report.search_note = field(2);
             }
+            // ui, what, ok|fail, why
+            "ui" if field(2) != "ok" => report.errors.push(format!("{}: {}", field(1), field(3))),
+            "ui" => report.interactions += 1,
             "error" => report.errors.push(field(1)),
             _ => {}
         }

@@ -198,7 +198,6 @@
   }
 
   function report(lines) {
-    lines.unshift("html-class\t" + document.documentElement.className);
     // Every image (the charts) must have loaded and decoded to a real size.
     Array.prototype.forEach.call(document.images, function (img) {
       if (!img.complete || img.naturalWidth === 0) {
@@ -232,7 +231,7 @@
   }
 
   function check() {
-    var lines = [];
+    var lines = ["html-class\t" + document.documentElement.className];
     diagrams().forEach(function (d, i) {
       lines.push(["mermaid", i + 1, d.svg && !d.error ? "svg" : "fail", d.theme, d.title, d.desc, d.error].join("\t"));
     });
@@ -245,11 +244,49 @@
         lines.push(["axe", v.impact || "none", v.id, v.nodes.length, oneLine(v.help, 120), oneLine(targets, 400)].join("\t"));
       });
       copies().forEach(function (c) { lines.push(["copy"].concat(c).join("\t")); });
+      lines.push(sidebarByKeyboard());
       search(function (found, why) {
         lines.push(["search", found, why].join("\t"));
-        report(lines);
+        switchTheme(function (line) {
+          if (line) lines.push(line);
+          report(lines);
+        });
       });
     });
+  }
+
+  // Enter on the sidebar toggle (a label with role="button") must toggle it.
+  function sidebarByKeyboard() {
+    var toggle = document.getElementById("mdbook-sidebar-toggle");
+    var box = document.getElementById("mdbook-sidebar-toggle-anchor");
+    if (!toggle || !box) return "ui\tsidebar\tfail\tno sidebar toggle";
+    var before = box.checked;
+    toggle.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true }));
+    var toggled = box.checked !== before;
+    if (toggled) toggle.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true }));
+    return ["ui", "sidebar", toggled ? "ok" : "fail", toggled ? "" : "Enter on the sidebar toggle did not toggle the sidebar"].join("\t");
+  }
+
+  // On a page with diagrams in a light theme, picking navy in the theme menu
+  // must draw every diagram again in Mermaid's dark theme, without a reload.
+  function switchTheme(then) {
+    var blocks = document.querySelectorAll("pre.mermaid");
+    var navy = document.getElementById("mdbook-theme-navy");
+    if (blocks.length === 0 || theme !== "light") { then(null); return; }
+    if (!navy) { then("ui\ttheme-switch\tfail\tno Navy button in the theme menu"); return; }
+    navy.click();
+    var started = Date.now();
+    (function poll() {
+      var redrawn = Array.prototype.every.call(blocks, function (pre) {
+        return pre.getAttribute("data-mermaid-theme") === "dark" && pre.querySelector("svg");
+      });
+      if (redrawn) { then("ui\ttheme-switch\tok\t"); return; }
+      if (Date.now() - started > 15000) {
+        then("ui\ttheme-switch\tfail\tthe diagrams were not drawn again in Mermaid's dark theme after picking Navy");
+        return;
+      }
+      setTimeout(poll, 50);
+    })();
   }
 
   window.addEventListener("load", function () {

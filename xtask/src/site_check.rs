@@ -71,12 +71,7 @@ pub fn check(
     }
     print_axe_summary(&reports, pages.len());
     problems.extend(weight_summary(&reports));
-    let copied: usize = reports.iter().map(|r| r.copies.len()).sum();
-    eprintln!(
-        "copy buttons: {copied} Rust blocks copied, hidden lines included; \
-         no page overflows a {} px viewport sideways",
-        Viewport::Phone.width()
-    );
+    print_page_summary(&reports);
 
     if let Some(slowest) = reports
         .iter()
@@ -104,6 +99,31 @@ pub fn check(
             .map(|r| r.diagrams.iter().filter(|d| d.svg).count())
             .sum(),
     })
+}
+
+/// Prints what the copy buttons, the phone loads and the interactions did
+/// (any failure is among the problems).
+fn print_page_summary(reports: &[PageReport]) {
+    let copies = reports.iter().flat_map(|r| &r.copies);
+    let whole = copies.clone().filter(|c| c.1).count();
+    eprintln!(
+        "copy buttons: {whole} of {} Rust block copies took the whole program, hidden lines included",
+        copies.count()
+    );
+    let phone: Vec<&PageReport> = reports
+        .iter()
+        .filter(|r| r.load.viewport == Viewport::Phone)
+        .collect();
+    eprintln!(
+        "phone ({} px): {} of {} pages spill sideways out of the viewport",
+        Viewport::Phone.width(),
+        phone.iter().filter(|r| !r.overflows.is_empty()).count(),
+        phone.len()
+    );
+    eprintln!(
+        "keyboard and theme menu: {} checks passed (sidebar toggle by Enter; diagrams redrawn after picking Navy)",
+        reports.iter().map(|r| r.interactions).sum::<usize>()
+    );
 }
 
 /// Prints the step's axe line and every moderate and minor violation (rule by
