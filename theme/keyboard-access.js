@@ -19,12 +19,22 @@
     });
   }
 
-  function name(el) {
+  // "Rust code 3 (scrolls sideways)": numbered in page order, so that each
+  // region's name is its own.
+  function kind(el) {
     if (el.matches("pre.mermaid")) return "Diagram";
     if (el.matches(".table-wrapper")) return "Table";
     const language = Array.from(el.classList).find((c) => c.startsWith("language-"));
     const text = { "language-rust": "Rust code", "language-console": "Shell session" };
     return text[language] || "Code";
+  }
+  const boxes = Array.from(document.querySelectorAll("pre > code, .table-wrapper, pre.mermaid"));
+  const names = new Map();
+  const counts = {};
+  for (const el of boxes) {
+    const k = kind(el);
+    counts[k] = (counts[k] || 0) + 1;
+    names.set(el, `${k} ${counts[k]} (scrolls sideways)`);
   }
 
   function mark(el) {
@@ -32,7 +42,7 @@
     if (scrolls && !el.hasAttribute("tabindex")) {
       el.tabIndex = 0;
       el.setAttribute("role", "region");
-      el.setAttribute("aria-label", `${name(el)} (scrolls sideways)`);
+      el.setAttribute("aria-label", names.get(el));
       el.dataset.scrollFocus = "";
     } else if (!scrolls && "scrollFocus" in el.dataset) {
       for (const a of ["tabindex", "role", "aria-label", "data-scroll-focus"]) el.removeAttribute(a);
@@ -40,7 +50,7 @@
   }
 
   const observer = new ResizeObserver((entries) => entries.forEach((e) => mark(e.target)));
-  for (const el of document.querySelectorAll("pre > code, .table-wrapper, pre.mermaid")) {
+  for (const el of boxes) {
     mark(el);
     observer.observe(el);
   }

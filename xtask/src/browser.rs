@@ -46,6 +46,9 @@ pub struct Load {
     pub page: PathBuf,
     pub theme: String,
     pub viewport: Viewport,
+    /// Click every Rust block's copy button (it copies the same in any
+    /// theme and window, and takes a while on a page of whole programs).
+    pub copy: bool,
 }
 
 impl Load {
@@ -261,7 +264,7 @@ impl Browser {
     }
 
     fn check_one(&self, load: &Load) -> Result<PageReport> {
-        let query = format!("theme={}", load.theme);
+        let query = format!("theme={}&copy={}", load.theme, u8::from(load.copy));
         let started = std::time::Instant::now();
         let output = self.run(load, load.viewport.size(), &query, "--dump-dom")?;
         let seconds = started.elapsed().as_secs_f64();
@@ -325,7 +328,10 @@ impl Browser {
                 "--disable-sync",
                 "--disable-extensions",
                 "--force-device-scale-factor=1",
-                "--virtual-time-budget=30000",
+                // Virtual time runs ahead while the page idles, so a generous
+                // budget costs nothing; a heavy page (print.html: every
+                // chapter, every diagram, axe over all of it) needs it.
+                "--virtual-time-budget=120000",
                 action,
             ])
             .arg(format!("--window-size={window_width},{height}"))

@@ -1,7 +1,7 @@
 // Injected by `cargo xtask test` as the first script of every page it loads in
 // headless Chromium (never part of the site), with axe-core right after it.
 //
-// `?theme=NAME` picks the mdBook theme. `?xtask=shot` only does that and
+// `?theme=NAME` picks the mdBook theme; `?copy=1` clicks the copy buttons. `?xtask=shot` only does that and
 // scrolls `?scroll=SELECTOR` to the middle of the window once the diagrams are
 // drawn, for a screenshot.
 // Otherwise the probe records script errors, waits for Mermaid, then checks
@@ -243,7 +243,9 @@
           " :: " + oneLine(v.nodes[0] && v.nodes[0].failureSummary || "", 200);
         lines.push(["axe", v.impact || "none", v.id, v.nodes.length, oneLine(v.help, 120), oneLine(targets, 400)].join("\t"));
       });
-      copies().forEach(function (c) { lines.push(["copy"].concat(c).join("\t")); });
+      if (params.get("copy") === "1") {
+        copies().forEach(function (c) { lines.push(["copy"].concat(c).join("\t")); });
+      }
       lines.push(sidebarByKeyboard());
       search(function (found, why) {
         lines.push(["search", found, why].join("\t"));

@@ -52,6 +52,8 @@ pub fn check(
                 page: page.clone(),
                 theme: (*theme).to_owned(),
                 viewport: *viewport,
+                // Once per page; print.html repeats every chapter's blocks.
+                copy: *viewport == Viewport::Desktop && is_chapter_page(page),
             })
         })
         .collect();
@@ -152,7 +154,7 @@ fn print_axe_summary(reports: &[PageReport], pages: usize) {
         for v in r.axe.iter().filter(|v| !v.is_blocking()) {
             let entry = others
                 .entry((v.impact.clone(), v.rule.clone()))
-                .or_insert_with(|| (v.help.clone(), Vec::new()));
+                .or_insert_with(|| (format!("{} ({})", v.help, v.targets), Vec::new()));
             entry
                 .1
                 .push(format!("{} {}", r.load.page.display(), r.load.theme));
@@ -228,6 +230,7 @@ fn take_screenshots(browser: &Browser, site: &Path, dir: &Path) -> Result<()> {
                 page: PathBuf::from(page),
                 theme: theme.to_owned(),
                 viewport,
+                copy: false,
             };
             shots.push((load, scroll, dir.join(format!("{stem}-{name}.png"))));
         }
