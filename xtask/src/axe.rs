@@ -78,3 +78,14 @@ pub fn install() -> Result<PathBuf> {
     }
     Ok(script)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn axe_core_is_pinned_to_an_exact_4_x_version() {
+        let parts: Vec<&str> = super::version().split('.').collect();
+        assert_eq!(parts.len(), 3, "{}", super::version());
+        assert_eq!(parts[0], "4");
+        assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()));
+    }
+}

@@ -11,6 +11,7 @@ mod blocks;
 mod browser;
 mod charts;
 mod links;
+mod page_report;
 mod process;
 #[cfg(test)]
 mod selftest;

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::browser::{source_of, Browser, Load, PageReport, Viewport};
+use crate::browser::{source_of, Browser, Load, Viewport};
+use crate::page_report::PageReport;
 use crate::Result;
 
 /// What a page without a diagram may transfer: the HTML, CSS, fonts and
