@@ -45,9 +45,12 @@ pub struct Load {
     pub page: PathBuf,
     pub theme: String,
     pub viewport: Viewport,
-    /// Click every Rust block's copy button (it copies the same in any
-    /// theme and window, and takes a while on a page of whole programs).
+    /// Click every Rust block's copy button, and search. Both work the same
+    /// in any theme and window, and both take a while on this book (whole
+    /// programs in every block, and a search index of several MiB), so each
+    /// page does them once.
     pub copy: bool,
+    pub search: bool,
 }
 
 impl Load {
@@ -138,7 +141,12 @@ impl Browser {
     }
 
     fn check_one(&self, load: &Load) -> Result<PageReport> {
-        let query = format!("theme={}&copy={}", load.theme, u8::from(load.copy));
+        let query = format!(
+            "theme={}&xtask-copy={}&xtask-search={}",
+            load.theme,
+            u8::from(load.copy),
+            u8::from(load.search)
+        );
         let started = std::time::Instant::now();
         let output = self.run(load, load.viewport.size(), &query, "--dump-dom")?;
         let seconds = started.elapsed().as_secs_f64();

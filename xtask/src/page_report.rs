@@ -114,7 +114,7 @@ impl PageReport {
                 problems.push(format!("{at}: Rust block {block}: copy button: {why}"));
             }
         }
-        if self.search_results == 0 {
+        if self.load.search && self.search_results == 0 {
             problems.push(format!("{at}: search found nothing ({})", self.search_note));
         }
         for e in &self.errors {
@@ -203,6 +203,7 @@ mod tests {
             theme: theme.to_owned(),
             viewport: Viewport::Phone,
             copy: true,
+            search: true,
         }
     }
 

@@ -1,13 +1,14 @@
 // Injected by `cargo xtask test` as the first script of every page it loads in
 // headless Chromium (never part of the site), with axe-core right after it.
 //
-// `?theme=NAME` picks the mdBook theme; `?copy=1` clicks the copy buttons. `?xtask=shot` only does that and
+// `?theme=NAME` picks the mdBook theme. `?xtask=shot` only does that and
 // scrolls `?scroll=SELECTOR` to the middle of the window once the diagrams are
-// drawn, for a screenshot.
-// Otherwise the probe records script errors, waits for Mermaid, then checks
-// the page and writes a report into <pre id="xtask-probe"> for
+// drawn, for a screenshot. Otherwise the probe records script errors, waits
+// for Mermaid, then checks the page (and, with `?xtask-copy=1`, clicks the
+// copy buttons; with `?xtask-search=1`, searches: mdBook itself reads
+// `?search=`), and writes a report into <pre id="xtask-probe"> for
 // `chromium --dump-dom` to hand back: one line per finding, fields separated
-// by tabs (see `parse_report` in browser.rs).
+// by tabs (see `parse_report` in page_report.rs).
 (function () {
   "use strict";
   var params = new URLSearchParams(location.search);
@@ -215,6 +216,7 @@
   }
 
   function search(then) {
+    if (params.get("xtask-search") !== "1") { then(0, "not asked"); return; }
     var toggle = document.getElementById("mdbook-search-toggle");
     var bar = document.getElementById("mdbook-searchbar");
     if (!toggle || !bar) { then(0, "no-search-box"); return; }
@@ -243,12 +245,12 @@
           " :: " + oneLine(v.nodes[0] && v.nodes[0].failureSummary || "", 200);
         lines.push(["axe", v.impact || "none", v.id, v.nodes.length, oneLine(v.help, 120), oneLine(targets, 400)].join("\t"));
       });
-      if (params.get("copy") === "1") {
+      if (params.get("xtask-copy") === "1") {
         copies().forEach(function (c) { lines.push(["copy"].concat(c).join("\t")); });
       }
       lines.push(sidebarByKeyboard());
       search(function (found, why) {
-        lines.push(["search", found, why].join("\t"));
+        if (params.get("xtask-search") === "1") lines.push(["search", found, why].join("\t"));
         switchTheme(function (line) {
           if (line) lines.push(line);
           report(lines);

@@ -1,9 +1,11 @@
 //! The browser check over the built site: every page twice, in the light
 //! theme in a laptop's window and in the navy theme in a phone's (390 px).
 //! Each load must draw its diagrams (with an accessible title and
-//! description), have no script error, find search results, copy whole
-//! programs, overflow nothing sideways, and pass axe-core with no critical or
-//! serious violation. A page without a diagram must transfer at most
+//! description), have no script error, overflow nothing sideways, let the
+//! keyboard open the sidebar, and pass axe-core with no critical or serious
+//! violation; the light load also searches, clicks every copy button (each
+//! must copy the whole program) and switches to navy (the diagrams must be
+//! drawn again). A page without a diagram must transfer at most
 //! `PLAIN_PAGE_LIMIT`. Then a few screenshots, for a person to look at.
 
 use std::collections::BTreeMap;
@@ -55,6 +57,7 @@ pub fn check(
                 viewport: *viewport,
                 // Once per page; print.html repeats every chapter's blocks.
                 copy: *viewport == Viewport::Desktop && is_chapter_page(page),
+                search: *viewport == Viewport::Desktop,
             })
         })
         .collect();
@@ -74,6 +77,7 @@ pub fn check(
     }
     print_axe_summary(&reports, pages.len());
     problems.extend(weight_summary(&reports));
+    print_search_index_size(&site)?;
     print_page_summary(&reports);
 
     if let Some(slowest) = reports
@@ -209,6 +213,22 @@ fn weight_summary(reports: &[PageReport]) -> Vec<String> {
         .collect()
 }
 
+/// The search index is fetched when a reader first opens the search, from
+/// any page, so it is in no page's weight: its size is printed apart.
+fn print_search_index_size(site: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(site)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("searchindex") && name.ends_with(".js") {
+            eprintln!(
+                "search index: {} KiB ({name}), fetched when the reader first opens the search",
+                entry.metadata()?.len() / 1024
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `<dir>/<page>-light.png`, `-navy.png` and `-phone.png` for each of
 /// `SCREENSHOTS`, in windows taller than the checks' so that more shows.
 fn take_screenshots(browser: &Browser, site: &Path, dir: &Path) -> Result<()> {
@@ -232,6 +252,7 @@ fn take_screenshots(browser: &Browser, site: &Path, dir: &Path) -> Result<()> {
                 theme: theme.to_owned(),
                 viewport,
                 copy: false,
+                search: false,
             };
             shots.push((load, scroll, dir.join(format!("{stem}-{name}.png"))));
         }
