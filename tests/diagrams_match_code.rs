@@ -34,8 +34,9 @@
 //!   single-line `note left of`/`note right of`, `direction`. States must be
 //!   enum variants, and a label must start with a function.
 //!
-//! `%%` comments and blank lines are allowed everywhere. Any other line is an
-//! error that names it.
+//! `%%` comments, blank lines and the one-line accessibility lines
+//! `accTitle: text` and `accDescr: text` (free text) are allowed everywhere.
+//! Any other line is an error that names it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -361,7 +362,7 @@ impl Checker<'_> {
         let mut body = lines
             .iter()
             .map(|&(n, l)| (n, l.trim()))
-            .filter(|(_, l)| !l.is_empty() && !l.starts_with("%%"));
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with("%%") && !is_accessibility_line(l));
         let Some((n, header)) = body.next() else {
             let line = lines.first().map_or(0, |l| l.0);
             self.error(line, "empty mermaid block".into());
@@ -714,6 +715,15 @@ fn is_ident(s: &str) -> bool {
 }
 
 /// Every error in a chapter's diagrams, and the kinds of diagram it has.
+/// `accTitle: ...` or `accDescr: ...`: the diagram's accessible name and
+/// description, prose that names nothing for this check.
+fn is_accessibility_line(line: &str) -> bool {
+    ["accTitle", "accDescr"].iter().any(|key| {
+        line.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'))
+    })
+}
+
 fn check_markdown(file: &str, markdown: &str, symbols: &Symbols) -> (Vec<String>, Vec<Kind>) {
     let mut checker = Checker {
         file,
@@ -855,6 +865,10 @@ fn syntax_the_check_does_not_understand_is_an_error_not_a_pass() {
             "stateDiagram-v2\n    Empty --> Reserved --> Spilling",
             "line not understood",
         ),
+        (
+            "sequenceDiagram\n    accDescr {\n    free text\n    }",
+            "line not understood by this check: `accDescr {`",
+        ),
     ];
     let symbols = example_symbols();
     for (diagram, want) in cases {
@@ -931,4 +945,14 @@ fn the_example_s_names_are_found() {
             .contains("the_book_shows_the_scenario_output_as_it_is"),
         "test fns are excluded"
     );
+}
+
+#[test]
+fn accessibility_lines_are_free_text() {
+    let chapter = "```mermaid\nsequenceDiagram\n    accTitle: How Nobody calls nothing\n    \
+                   accDescr : Names no type of the example\n    \
+                   MemoryManager->>Ledger: try_reserve(id, bytes)\n```\n";
+    let (errors, kinds) = check_markdown("a.md", chapter, &example_symbols());
+    assert_eq!(errors, Vec::<String>::new());
+    assert_eq!(kinds, [Kind::Sequence]);
 }

@@ -2,6 +2,11 @@
 // <pre class="mermaid">) in a Mermaid theme that follows mdBook's: `dark` for the
 // navy, coal and ayu themes, `default` for light and rust. When the reader
 // switches theme, the diagrams are drawn again in place; no reload.
+//
+// Mermaid itself (2.6 MB) is fetched only by pages that have a diagram:
+// book.toml lists it so that mdBook copies it (under a hashed name, written
+// where the `resource` directive below stands), and theme/index.hbs gives it
+// no <script> tag of its own.
 (() => {
   "use strict";
   const darkThemes = ["navy", "coal", "ayu"];
@@ -16,7 +21,9 @@
     const theme = darkThemes.some((t) => html.classList.contains(t)) ? "dark" : "default";
     if (theme === drawnWith) return;
     drawnWith = theme;
-    mermaid.initialize({ startOnLoad: false, theme, securityLevel: "strict" });
+    // In `dark`, edge labels are #ccc on #585858, 4.4:1: under WCAG's 4.5.
+    const themeVariables = theme === "dark" ? { edgeLabelBackground: "#444444" } : {};
+    mermaid.initialize({ startOnLoad: false, theme, themeVariables, securityLevel: "strict" });
     for (const block of blocks) {
       block.removeAttribute("data-processed");
       block.textContent = block.dataset.source;
@@ -26,6 +33,14 @@
     // promise rejects, so the browser check reports it.
     await mermaid.run({ nodes: blocks });
   }
-  new MutationObserver(draw).observe(html, { attributes: true, attributeFilter: ["class"] });
-  draw();
+
+  const script = document.createElement("script");
+  // Relative to this file, as mdBook writes the directive.
+  script.src = new URL("{{ resource "theme/mermaid.min.js" }}", document.currentScript.src).href;
+  script.addEventListener("load", () => {
+    new MutationObserver(draw).observe(html, { attributes: true, attributeFilter: ["class"] });
+    draw();
+  });
+  script.addEventListener("error", () => console.error(`cannot load Mermaid from ${script.src}`));
+  document.head.appendChild(script);
 })();

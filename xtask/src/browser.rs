@@ -1,84 +1,69 @@
-//! The browser check: every built page is served on 127.0.0.1 and loaded in
-//! headless Chromium with `probe.js` injected first. A page passes when it has
-//! no script error, every Mermaid block became an SVG without Mermaid's error
-//! text, and the search box finds results (so the search index loaded).
+//! Headless Chromium runs for the browser check. Each built page is served on
+//! 127.0.0.1 (`site_server.rs`) and loaded with `probe.js` and axe-core
+//! injected; the probe reports what it saw into the DOM that `--dump-dom`
+//! hands back. The same pages can be loaded for a screenshot instead.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::thread;
 
+use crate::page_report::{parse_report, PageReport};
 use crate::Result;
 
-const PROBE: &str = include_str!("probe.js");
-const PROBE_PATH: &str = "/__xtask_probe.js";
+/// Headless Chromium opens no window narrower than this (CSS pixels).
+const MIN_WINDOW_WIDTH: u32 = 500;
 
-/// What the probe saw on one page in one theme.
-#[derive(Debug, Default)]
-pub struct PageReport {
-    pub page: PathBuf,
-    pub theme: String,
-    pub html_class: String,
-    /// One entry per Mermaid block, in page order: rendered SVG, theme, error.
-    pub diagrams: Vec<(bool, String, String)>,
-    pub search_results: usize,
-    pub search_note: String,
-    pub errors: Vec<String>,
+/// The height of a screenshot's window, in CSS pixels.
+const SHOT_HEIGHT: u32 = 1800;
+
+/// The window a page is loaded in: a laptop's, or a phone's (390 px is the
+/// CSS width of a current mid-size phone).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Viewport {
+    Desktop,
+    Phone,
 }
 
-impl PageReport {
-    /// Problems, each naming the page's source chapter and the block.
-    pub fn problems(&self) -> Vec<String> {
-        let source = source_of(&self.page);
-        let mut problems = Vec::new();
-        for (i, (svg, theme, error)) in self.diagrams.iter().enumerate() {
-            if !svg {
-                let why = if error.is_empty() {
-                    "no SVG after 15 s"
-                } else {
-                    error
-                };
-                problems.push(format!(
-                    "{source} ({} theme): mermaid block {}: {why}",
-                    self.theme,
-                    i + 1
-                ));
-            }
-            let want = if DARK_THEMES.contains(&self.theme.as_str()) {
-                "dark"
-            } else {
-                "default"
-            };
-            if *svg && theme != want {
-                problems.push(format!(
-                    "{source} ({} theme): mermaid block {} drawn with Mermaid theme `{theme}`, want `{want}`",
-                    self.theme,
-                    i + 1
-                ));
-            }
+impl Viewport {
+    fn size(self) -> (u32, u32) {
+        match self {
+            Viewport::Desktop => (1280, 1000),
+            Viewport::Phone => (390, 844),
         }
-        if !self.html_class.split_whitespace().any(|c| c == self.theme) {
-            problems.push(format!(
-                "{source}: asked for theme `{}`, page has classes `{}`",
-                self.theme, self.html_class
-            ));
-        }
-        if self.search_results == 0 {
-            problems.push(format!(
-                "{source}: search found nothing ({})",
-                self.search_note
-            ));
-        }
-        for e in &self.errors {
-            problems.push(format!("{source} ({} theme): {e}", self.theme));
-        }
-        problems
+    }
+
+    pub fn width(self) -> u32 {
+        self.size().0
     }
 }
 
-pub const DARK_THEMES: [&str; 3] = ["navy", "coal", "ayu"];
+/// One page, in one theme, in one window.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub page: PathBuf,
+    pub theme: String,
+    pub viewport: Viewport,
+    /// Click every Rust block's copy button, and search. Both work the same
+    /// in any theme and window, and both take a while on this book (whole
+    /// programs in every block, and a search index of several MiB), so each
+    /// page does them once.
+    pub copy: bool,
+    pub search: bool,
+}
+
+impl Load {
+    /// `src/primer.md (page primer.html) (navy theme, 390 px)`
+    pub fn name(&self) -> String {
+        format!(
+            "{} ({} theme, {} px)",
+            source_of(&self.page),
+            self.theme,
+            self.viewport.width()
+        )
+    }
+}
 
 /// `primer.html` was built from `src/primer.md`; pages mdBook makes itself
 /// (print, 404, the index copy of the first chapter) are named as they are.
@@ -95,8 +80,10 @@ pub fn source_of(page: &Path) -> String {
     }
 }
 
-/// Finds Chromium (`DMB_CHROMIUM` overrides), or installs it in CI.
+/// Finds Chromium (`DMB_CHROMIUM` overrides), installing it as root, and
+/// installs the pinned axe-core the check runs in it.
 pub fn chromium() -> Result<PathBuf> {
+    crate::axe::install()?;
     if let Some(path) = std::env::var_os("DMB_CHROMIUM") {
         return Ok(PathBuf::from(path));
     }
@@ -107,210 +94,181 @@ pub fn chromium() -> Result<PathBuf> {
     )
 }
 
-/// Loads each `(page, theme)` in Chromium, two at a time (this machine has two
-/// cores), and returns the reports in the order given.
-pub fn check_pages(
-    chromium: &Path,
-    site: &Path,
-    site_url: &str,
-    pages: &[(PathBuf, String)],
-) -> Result<Vec<PageReport>> {
-    let port = serve(site.to_path_buf(), site_url.to_owned())?;
-    let queue = Arc::new(Mutex::new(
-        pages.iter().cloned().enumerate().collect::<Vec<_>>(),
-    ));
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let (queue, results, chromium) =
-                (queue.clone(), results.clone(), chromium.to_path_buf());
-            thread::spawn(move || loop {
-                let next = queue.lock().map(|mut q| q.pop()).unwrap_or(None);
-                let Some((index, (page, theme))) = next else {
-                    break;
-                };
-                let report = load_page(&chromium, port, &page, &theme);
-                if let Ok(mut r) = results.lock() {
-                    r.push((index, report));
-                }
-            })
+/// A running site server and the browser to load its pages in.
+pub struct Browser {
+    chromium: PathBuf,
+    port: u16,
+}
+
+impl Browser {
+    pub fn new(chromium: &Path, site: &Path, site_url: &str) -> Result<Browser> {
+        let axe = crate::axe::script()?;
+        let port = crate::site_server::serve(site.to_path_buf(), site_url.to_owned(), &axe)?;
+        Ok(Browser {
+            chromium: chromium.to_path_buf(),
+            port,
         })
-        .collect();
-    for w in workers {
-        w.join().map_err(|_| "a browser worker panicked")?;
     }
-    let mut results = std::mem::take(&mut *results.lock().map_err(|_| "poisoned")?);
+
+    /// Loads each page and returns the probe's reports in the order given.
+    pub fn check(&self, loads: &[Load]) -> Result<Vec<PageReport>> {
+        two_at_a_time(loads, |load| self.check_one(load))
+    }
+
+    /// Writes a PNG of each load (to `(load, file)`), at the top of the page
+    /// or scrolled to the first element `scroll` selects.
+    pub fn screenshots(&self, shots: &[(Load, &str, PathBuf)]) -> Result<Vec<()>> {
+        two_at_a_time(shots, |(load, scroll, file)| {
+            let mut query = format!("xtask=shot&theme={}", load.theme);
+            if !scroll.is_empty() {
+                query += &format!("&scroll={}", percent_encode(scroll));
+            }
+            let arg = format!("--screenshot={}", file.display());
+            let _ = std::fs::remove_file(file);
+            // Taller than the checks' window, so that more of the page shows.
+            let output = self.run(load, (load.viewport.width(), SHOT_HEIGHT), &query, &arg)?;
+            match std::fs::metadata(file) {
+                Ok(m) if m.len() > 0 => Ok(()),
+                _ => Err(format!(
+                    "{}: no screenshot written to {} ({})",
+                    load.name(),
+                    file.display(),
+                    last_lines(&output)
+                )
+                .into()),
+            }
+        })
+    }
+
+    fn check_one(&self, load: &Load) -> Result<PageReport> {
+        let query = format!(
+            "theme={}&xtask-copy={}&xtask-search={}",
+            load.theme,
+            u8::from(load.copy),
+            u8::from(load.search)
+        );
+        let started = std::time::Instant::now();
+        let output = self.run(load, load.viewport.size(), &query, "--dump-dom")?;
+        let seconds = started.elapsed().as_secs_f64();
+        let dom = String::from_utf8_lossy(&output.stdout);
+        let body = dom
+            .split_once("<pre id=\"xtask-probe\"")
+            .and_then(|(_, rest)| rest.split_once('>'))
+            .and_then(|(_, rest)| rest.split_once("</pre>"))
+            .map(|(report, _)| crate::links::unescape(report))
+            .ok_or_else(|| {
+                format!(
+                    "{}: the probe did not report ({}); Chromium said: {}",
+                    load.name(),
+                    output.status,
+                    last_lines(&output)
+                )
+            })?;
+        let mut report = parse_report(load, &body);
+        report.seconds = seconds;
+        Ok(report)
+    }
+
+    fn run(&self, load: &Load, window: (u32, u32), query: &str, action: &str) -> Result<Output> {
+        // A fresh profile per load, so nothing is cached. Checks may run
+        // concurrently in one process (the self-tests do), so the name needs
+        // more than the pid and the page.
+        static LOADS: AtomicUsize = AtomicUsize::new(0);
+        let profile = std::env::temp_dir().join(format!(
+            "xtask-chromium-{}-{}",
+            std::process::id(),
+            LOADS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (width, height) = window;
+        // A phone is a frame inside headless Chromium's narrowest window, and
+        // a screenshot is always of a frame (see frame.html).
+        let framed = width < MIN_WINDOW_WIDTH || action.starts_with("--screenshot");
+        let url = if framed {
+            format!(
+                "http://127.0.0.1:{}{}?page={}&width={width}&height={height}&{query}",
+                self.port,
+                crate::site_server::FRAME_PATH,
+                percent_encode(&load.page.display().to_string()),
+            )
+        } else {
+            format!(
+                "http://127.0.0.1:{}/{}?{query}",
+                self.port,
+                load.page.display()
+            )
+        };
+        let window_width = width.max(MIN_WINDOW_WIDTH);
+        let output = Command::new(&self.chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--force-device-scale-factor=1",
+                // Virtual time runs ahead while the page idles, so a generous
+                // budget costs nothing; a heavy page (print.html: every
+                // chapter, every diagram, axe over all of it) needs it.
+                "--virtual-time-budget=120000",
+                action,
+            ])
+            .arg(format!("--window-size={window_width},{height}"))
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(&url)
+            .output()
+            .map_err(|e| format!("cannot start {}: {e}", self.chromium.display()))?;
+        let _ = std::fs::remove_dir_all(&profile);
+        Ok(output)
+    }
+}
+
+fn last_lines(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Runs `job` on every item, two at a time (the machine has two cores), and
+/// returns the results in the order of `items`.
+fn two_at_a_time<T, R, F>(items: &[T], job: F) -> Result<Vec<R>>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&T) -> Result<R> + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let result = job(item);
+                if let Ok(mut r) = results.lock() {
+                    r.push((i, result));
+                }
+            });
+        }
+    });
+    let mut results = results
+        .into_inner()
+        .map_err(|_| "a browser worker panicked")?;
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
 }
 
-fn load_page(chromium: &Path, port: u16, page: &Path, theme: &str) -> Result<PageReport> {
-    // A fresh profile per load. Checks may run concurrently in one process
-    // (the self-tests do), so the name needs more than the pid and the page.
-    static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let load = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let profile = std::env::temp_dir().join(format!(
-        "xtask-chromium-{}-{load}-{}",
-        std::process::id(),
-        page.display().to_string().replace(['/', '\\'], "_") + "-" + theme
-    ));
-    let url = format!("http://127.0.0.1:{port}/{}?theme={theme}", page.display());
-    let output = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--virtual-time-budget=30000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(&url)
-        .output()
-        .map_err(|e| format!("cannot start {}: {e}", chromium.display()))?;
-    let _ = std::fs::remove_dir_all(&profile);
-    let dom = String::from_utf8_lossy(&output.stdout);
-    let body = dom
-        .split_once("<pre id=\"xtask-probe\">")
-        .and_then(|(_, rest)| rest.split_once("</pre>"))
-        .map(|(report, _)| crate::links::unescape(report))
-        .ok_or_else(|| {
-            format!(
-                "{}: the probe did not report ({}); Chromium said: {}",
-                source_of(page),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            )
-        })?;
-    Ok(parse_report(page, theme, &body))
-}
-
-fn parse_report(page: &Path, theme: &str, body: &str) -> PageReport {
-    let mut report = PageReport {
-        page: page.to_path_buf(),
-        theme: theme.to_owned(),
-        ..PageReport::default()
-    };
-    for line in body.lines() {
-        let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match key {
-            "html-class" => report.html_class = rest.to_owned(),
-            "mermaid" => {
-                let mut parts = rest.splitn(4, ' ');
-                let _index = parts.next();
-                let ok = parts.next() == Some("svg");
-                let theme = parts.next().unwrap_or("?").to_owned();
-                let error = parts.next().unwrap_or("").to_owned();
-                report.diagrams.push((ok, theme, error));
-            }
-            "search" => {
-                let (n, note) = rest.split_once(' ').unwrap_or((rest, ""));
-                report.search_results = n.parse().unwrap_or(0);
-                report.search_note = note.to_owned();
-            }
-            "error" => report.errors.push(rest.to_owned()),
-            _ => {}
-        }
-    }
-    report
-}
-
-/// A minimal static file server on 127.0.0.1 that injects the probe into HTML.
-/// It serves the site at `/` and at `site_url` (book.toml's `site-url`, where
-/// the deployed book lives and which `404.html` links through).
-fn serve(site: PathBuf, site_url: String) -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (site, site_url) = (site.clone(), site_url.clone());
-            thread::spawn(move || {
-                // A failed response only fails the page that asked for it.
-                let _ = respond(stream, &site, &site_url);
-            });
-        }
-    });
-    Ok(port)
-}
-
-fn respond(mut stream: TcpStream, site: &Path, site_url: &str) -> std::io::Result<()> {
-    let mut request_line = String::new();
-    let mut reader = BufReader::new(stream.try_clone()?);
-    reader.read_line(&mut request_line)?;
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
-        header.clear();
-    }
-    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    let path = match path.strip_prefix(site_url.trim_end_matches('/')) {
-        Some(rest) if site_url.len() > 1 && rest.starts_with('/') => rest,
-        _ => path,
-    };
-    let (status, body, mime) = if path == PROBE_PATH {
-        ("200 OK", PROBE.as_bytes().to_vec(), "text/javascript")
-    } else {
-        let rel = path.trim_start_matches('/');
-        let rel = if rel.is_empty() || rel.ends_with('/') {
-            format!("{rel}index.html")
-        } else {
-            rel.to_owned()
-        };
-        let file = site.join(&rel);
-        let safe = !rel.split('/').any(|p| p == "..");
-        match std::fs::read(&file) {
-            Ok(bytes) if safe => {
-                let mime = mime_of(&file);
-                let bytes = if mime.starts_with("text/html") {
-                    inject_probe(bytes)
-                } else {
-                    bytes
-                };
-                ("200 OK", bytes, mime)
-            }
-            _ => ("404 Not Found", b"not found".to_vec(), "text/plain"),
-        }
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {mime}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(&body)
-}
-
-fn inject_probe(html: Vec<u8>) -> Vec<u8> {
-    let text = String::from_utf8_lossy(&html);
-    match text.find("<head>") {
-        Some(at) => {
-            let tag = format!("<script src=\"{PROBE_PATH}\"></script>");
-            format!("{}{tag}{}", &text[..at + 6], &text[at + 6..]).into_bytes()
-        }
-        None => html,
-    }
-}
-
-fn mime_of(file: &Path) -> &'static str {
-    match file.extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript",
-        Some("css") => "text/css",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("json") => "application/json",
-        Some("woff2") => "font/woff2",
-        Some("woff") => "font/woff",
-        Some("ttf") => "font/ttf",
-        _ => "application/octet-stream",
-    }
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

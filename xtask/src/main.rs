@@ -2,8 +2,10 @@
 //!
 //! Every task installs the pinned tools it needs (see `xtask/tools.txt`) into a
 //! per-user folder first, so a fresh clone needs nothing but a Rust toolchain
-//! (and, for `test`, Chromium, which CI installs itself).
+//! (and, for `test`, Chromium and npm, which it installs itself when run as
+//! root).
 
+mod axe;
 mod bench;
 mod block_length;
 mod blocks;
@@ -21,9 +23,12 @@ mod manifest;
 mod mdbook_test;
 mod numbers;
 mod outputs;
+mod page_report;
 mod process;
 #[cfg(test)]
 mod selftest;
+mod site_check;
+mod site_server;
 mod spread;
 mod steps;
 mod system;
@@ -44,7 +49,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  install-tools   install the pinned mdbook, mdbook-mermaid and mdbook-linkcheck2
+  install-tools   install the pinned mdbook, mdbook-mermaid, mdbook-linkcheck2
+                  and axe-core (with npm)
   build           build the book into book/
   serve           serve the book on http://localhost:3000, rebuilding on change
   test [STEP...]  run every check: cargo test, clippy, mdbook build, mdbook test,
@@ -72,7 +78,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = project_root();
     let result = match args.first().map(String::as_str) {
-        Some("install-tools") => tools::install_all().map(|_| ()),
+        Some("install-tools") => tools::install_all()
+            .and_then(|_| axe::install())
+            .map(|_| ()),
         Some("build") => build(&root),
         Some("serve") => serve(&root),
         Some("test") => steps::test_all(&root, &args[1..]),

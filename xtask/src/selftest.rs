@@ -1,6 +1,6 @@
-//! Tests of the xtask itself: break the book in a copy, in each of the four
-//! ways a chapter can rot, and check that the step that should catch it fails
-//! with a message naming the file.
+//! Tests of the xtask itself: break the book in a copy, in each of the ways a
+//! chapter can rot, and check that the step that should catch it fails with a
+//! message naming the file.
 //!
 //! The copies live in `target/xtask/selftest/<case>`; their cargo builds share
 //! `target/xtask/selftest-target`, so dependencies compile once.
@@ -33,6 +33,7 @@ fn copy_book(case: &str) -> Result<Book> {
         "theme",
         "xtask/Cargo.toml",
         "xtask/tools.txt",
+        "xtask/npm-tools.txt",
         "xtask/src",
     ] {
         let from = root.join(item);
@@ -182,9 +183,8 @@ fn a_broken_diagram_fails_naming_the_chapter_and_block() -> Result<()> {
         "flowchart LR",
         "flowchart LR\n    this is --> --> not mermaid",
     )?;
-    steps::mdbook_build(&book, &mut Tally::default())?;
     expect_failure(
-        steps::browser_check(&book, &mut Tally::default()),
+        check_pages(&book, &["how-this-book-is-tested.html"]),
         &[CHAPTER, "mermaid block 1"],
     );
     Ok(())
@@ -195,9 +195,8 @@ fn a_chart_that_does_not_draw_fails_naming_the_chapter() -> Result<()> {
     let book = copy_book("chart")?;
     // An SVG that exists (so the link check passes) but is not an image.
     std::fs::write(book.root.join("src/charts/memory_grow.svg"), "not an svg")?;
-    steps::mdbook_build(&book, &mut Tally::default())?;
     expect_failure(
-        steps::browser_check(&book, &mut Tally::default()),
+        check_pages(&book, &["part4-memory-growth.html"]),
         &[
             "src/part4-memory-growth.md",
             "image not drawn",
@@ -343,6 +342,88 @@ fn an_example_whose_parser_panics_fails_bad_input_naming_it() -> Result<()> {
         out.stdout.contains("bad_input: map_and_touch: FAILED") && out.stdout.contains("panicked"),
         "the failure does not name map_and_touch and the panic:\n{}",
         out.stdout
+    );
+    Ok(())
+}
+
+/// The browser check of the built copy, on `pages` only (every page takes
+/// seconds), without screenshots.
+fn check_pages(book: &Book, pages: &[&str]) -> Result<()> {
+    steps::mdbook_build(book, &mut Tally::default())?;
+    crate::site_check::check(&book.chromium, &book.root, Some(pages), None).map(|_| ())
+}
+
+#[test]
+fn a_diagram_without_an_accessible_title_fails_naming_the_chapter() -> Result<()> {
+    let book = copy_book("diagram-title")?;
+    edit(&book, CHAPTER, "    accTitle: How the book is tested\n", "")?;
+    expect_failure(
+        check_pages(&book, &["how-this-book-is-tested.html"]),
+        &[
+            CHAPTER,
+            "mermaid block 1 has no accessible title",
+            "accTitle",
+        ],
+    );
+    Ok(())
+}
+
+#[test]
+fn an_image_without_alt_text_fails_axe_naming_the_chapter() -> Result<()> {
+    let book = copy_book("axe")?;
+    edit(
+        &book,
+        CHAPTER,
+        "## One source of truth",
+        "<img src=\"charts/memory_grow.svg\">\n\n## One source of truth",
+    )?;
+    expect_failure(
+        check_pages(&book, &["how-this-book-is-tested.html"]),
+        &[CHAPTER, "axe critical `image-alt`"],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_heavy_page_without_a_diagram_fails_naming_the_chapter() -> Result<()> {
+    let book = copy_book("weight")?;
+    // A valid SVG (it draws), made heavy by a comment.
+    let heavy = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"8\" height=\"8\"><!-- {} --></svg>",
+        "x".repeat(crate::site_check::PLAIN_PAGE_LIMIT as usize)
+    );
+    std::fs::write(book.root.join("src/charts/heavy.svg"), heavy)?;
+    edit(
+        &book,
+        "src/introduction.md",
+        "## The four parts",
+        "![A blank square](charts/heavy.svg)\n\n## The four parts",
+    )?;
+    expect_failure(
+        check_pages(&book, &["introduction.html"]),
+        &[
+            "src/introduction.md",
+            "without a diagram, over the 1024 KiB limit",
+            "charts/heavy.svg",
+        ],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_code_block_wider_than_a_phone_fails_naming_the_chapter() -> Result<()> {
+    let book = copy_book("overflow")?;
+    // Code that spills out of its block instead of scrolling in it.
+    let css = book.root.join("theme/book.css");
+    let mut text = std::fs::read_to_string(&css)?;
+    text += "\n.content pre > code { overflow-x: visible !important; }\n";
+    std::fs::write(&css, text)?;
+    expect_failure(
+        check_pages(&book, &["part1-contract.html"]),
+        &[
+            "src/part1-contract.md",
+            "390 px): overflows the viewport: code block",
+        ],
     );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: every check of the book, in order, each reporting its
 //! own pass or fail, then one summary line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use crate::book::{Book, Tally};
@@ -222,56 +222,13 @@ pub fn link_check(book: &Book, tally: &mut Tally) -> Result<()> {
         .into())
 }
 
-/// Step 6: every page in headless Chromium, in the light theme; pages with
-/// diagrams once more in the dark (`navy`) theme.
+/// Step 6: every page in headless Chromium (`site_check.rs`).
 pub fn browser_check(book: &Book, tally: &mut Tally) -> Result<()> {
-    let site = book.site();
-    let pages = site_pages(&site)?;
-    let light: Vec<_> = pages
-        .iter()
-        .map(|p| (p.clone(), "light".to_owned()))
-        .collect();
-    let site_url = site_url(&book.root.join("book.toml"))?;
-    let mut reports = browser::check_pages(&book.chromium, &site, &site_url, &light)?;
-    let dark: Vec<_> = reports
-        .iter()
-        .filter(|r| !r.diagrams.is_empty())
-        .map(|r| (r.page.clone(), "navy".to_owned()))
-        .collect();
-    reports.extend(browser::check_pages(
-        &book.chromium,
-        &site,
-        &site_url,
-        &dark,
-    )?);
-
-    // Every diagram in the source must be on the page and drawn.
-    let html_blocks = |page: &Path| -> Result<usize> {
-        let text = std::fs::read_to_string(site.join(page))?;
-        Ok(text.matches("<pre class=\"mermaid\">").count())
-    };
-    let mut problems: Vec<String> = reports.iter().flat_map(|r| r.problems()).collect();
-    for r in &reports {
-        let expected = html_blocks(&r.page)?;
-        if r.diagrams.len() != expected {
-            problems.push(format!(
-                "{}: {expected} mermaid blocks in the HTML, the browser saw {}",
-                browser::source_of(&r.page),
-                r.diagrams.len()
-            ));
-        }
-    }
-    tally.pages = pages.len();
-    tally.diagrams = reports
-        .iter()
-        .filter(|r| r.theme == "light" && is_chapter_page(&r.page))
-        .map(|r| r.diagrams.iter().filter(|d| d.0).count())
-        .sum();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("\n").into())
-    }
+    let screenshots = book.target.join("xtask/screenshots");
+    let summary = crate::site_check::check(&book.chromium, &book.root, None, Some(&screenshots))?;
+    tally.pages = summary.pages;
+    tally.diagrams = summary.diagrams;
+    Ok(())
 }
 
 /// Step 7: valgrind memcheck over the examples that handle raw mappings.
@@ -289,36 +246,6 @@ fn bench_quick(book: &Book, _: &mut Tally) -> Result<()> {
         book.quiet,
     )
     .map(|_| ())
-}
-
-/// `[output.html] site-url` from book.toml, or `/`.
-fn site_url(book_toml: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(book_toml)?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("site-url"))
-        .and_then(|rest| rest.split('"').nth(1))
-        .unwrap_or("/")
-        .to_owned())
-}
-
-/// Pages mdBook makes that repeat chapters: not counted as diagrams of their own.
-fn is_chapter_page(page: &Path) -> bool {
-    !matches!(
-        page.to_str(),
-        Some("print.html" | "index.html" | "404.html")
-    )
-}
-
-/// Every HTML page of the site except `toc.html`, the no-JavaScript sidebar
-/// fallback, which has no scripts to check.
-fn site_pages(site: &Path) -> Result<Vec<PathBuf>> {
-    let mut pages = crate::files::files_with_extension(site, "html")?;
-    pages.retain(|p| p != Path::new("toc.html"));
-    if pages.is_empty() {
-        return Err(format!("{} has no pages: did mdbook build run?", site.display()).into());
-    }
-    Ok(pages)
 }
 
 #[cfg(test)]

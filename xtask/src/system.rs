@@ -1,6 +1,7 @@
-//! System programs the checks need (Chromium, valgrind, QEMU): found on PATH,
-//! or installed with apt-get when running as root (as CI does), as CI machines
-//! start with only what the repository installs.
+//! System programs and files the checks need (Chromium, valgrind, npm, QEMU):
+//! found on PATH, or installed with apt-get when running as root (CI, or a
+//! fresh Debian or Ubuntu machine), saying what it installs. A normal user
+//! gets the command.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,21 +30,25 @@ fn require_with(
     if let Some(found) = find() {
         return Ok(found);
     }
-    if is_root() {
-        eprintln!("xtask: {what} is missing; installing Debian's `{package}` (running as root)");
-        run(Command::new("apt-get").arg("update"), "apt-get update")?;
-        run(
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends", package])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-            &format!("apt-get install {package}"),
-        )?;
-        return find().ok_or_else(|| format!("apt-get installed `{package}` but no {what}").into());
+    let install = format!("apt-get install -y --no-install-recommends {package}");
+    if !is_root() || find_in_path(&["apt-get"]).is_none() {
+        return Err(format!(
+            "{needed_for} needs {what}. Install it with `sudo {install}` (Debian/Ubuntu)"
+        )
+        .into());
     }
-    Err(format!(
-        "{needed_for} needs {what}. Install it with `sudo apt-get install -y {package}` (Debian/Ubuntu)"
-    )
-    .into())
+    eprintln!(
+        "xtask: {needed_for} needs {what}, which is missing; installing Debian's `{package}` \
+         (running as root): apt-get update && {install}"
+    );
+    run(Command::new("apt-get").arg("update"), "apt-get update")?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {package}"),
+    )?;
+    find().ok_or_else(|| format!("apt-get installed `{package}` but no {what}").into())
 }
 
 fn find_in_path(names: &[&str]) -> Option<PathBuf> {
