@@ -22,6 +22,7 @@ mod links;
 mod manifest;
 mod mdbook_test;
 mod numbers;
+mod output_table;
 mod outputs;
 mod page_report;
 mod process;
@@ -64,7 +65,7 @@ tasks:
                   committed CSV files; `bench --repeat N` makes N full runs
                   and writes how far they disagree to benches/results/spread.md
   outputs [NAME...]
-                  run the commands of xtask/src/outputs.rs (all, or those named)
+                  run the commands of xtask/src/output_table/ (all, or those named)
                   and write their output to examples/output/<name>.txt
   vm-setup        fetch Debian's kernels and busybox, build the guests' initramfs
                   images (and install QEMU and stress-ng as root); prints the

@@ -1,5 +1,5 @@
 //! Program output on a page is generated, never pasted: `cargo xtask
-//! outputs` runs each command of `OUTPUTS` and writes what it printed to
+//! outputs` runs each command of `output_table` and writes what it printed to
 //! `examples/output/<name>.txt`, as the Rust book does with its `output.txt`
 //! files. A file starts with the command as typed and ends with the machine
 //! it ran on; a chapter shows it by including it, alone, in a `console`
@@ -24,7 +24,7 @@ use crate::bench::Mode;
 use crate::block_length::include_path;
 use crate::blocks;
 use crate::book::{Book, Tally};
-use crate::{files, tools, Result};
+use crate::{files, output_table, tools, Result};
 
 /// One program run whose output a chapter shows.
 pub struct Output {
@@ -40,112 +40,6 @@ pub struct Output {
     pub note: &'static str,
 }
 
-/// The commands whose output the book shows. Chapter authors add theirs.
-pub const OUTPUTS: &[Output] = &[
-    Output {
-        name: "linear_memory",
-        command: "cargo run --example linear_memory",
-        exit: 0,
-        note: "Part I: two reserve-and-commit memories grown to 4096 pages, and the path each grow took",
-    },
-    Output {
-        name: "remap_memory",
-        command: "cargo run --example remap_memory",
-        exit: 0,
-        note: "Part I, mremap: an exact mapping grown to 4096 pages, in place or moved",
-    },
-    Output {
-        name: "memory_manager",
-        command: "cargo run --example memory_manager",
-        exit: 0,
-        note: "Part III, dynamic sizing: the scenario, step by step",
-    },
-    Output {
-        name: "map_and_touch_bad_argument",
-        command: "cargo run --example map_and_touch -- --map-mib 0",
-        exit: 2,
-        note: "the primer: a bad argument is refused before anything is mapped",
-    },
-    Output {
-        name: "file_backed_memory",
-        command: "cargo run --example file_backed_memory -- --grow 2",
-        exit: 0,
-        note: "Part I, file-backed memory: one run grows a scratch file, closes it and reopens it",
-    },
-    Output {
-        name: "file_backed_memory_refuses",
-        command: "cargo run --example file_backed_memory -- --path README.md",
-        exit: 1,
-        note: "Part I, file-backed memory: a file it did not create is refused, unchanged",
-    },
-    Output {
-        name: "file_backed_memory_bad_argument",
-        command: "cargo run --example file_backed_memory -- --grow 0",
-        exit: 2,
-        note: "Part I, file-backed memory: a bad argument names the flag",
-    },
-    Output {
-        name: "realloc_paths_growth",
-        command: "cargo run --release --example realloc_paths -- --growth-only",
-        exit: 0,
-        note: "Part I, growth policies: reallocations and moves of a Vec grown to 256 pages",
-    },
-    Output {
-        name: "realloc_paths_growth_2048",
-        command: "cargo run --release --example realloc_paths -- --pages 2048 --growth-only",
-        exit: 0,
-        note: "Part I, growth policies: the same at 2048 pages",
-    },
-    Output {
-        name: "realloc_paths_bad_argument",
-        command: "cargo run --release --example realloc_paths -- --pages 0",
-        exit: 2,
-        note: "Part I, growth policies: a bad argument names the flag",
-    },
-    Output {
-        name: "realloc_paths_realloc",
-        command: "cargo run --release --example realloc_paths -- --realloc-only",
-        exit: 0,
-        note: "Part I, what realloc does: the page faults of one realloc, by alignment",
-    },
-    Output {
-        name: "realloc_paths_hugetlb_keep_thp",
-        command: "cargo run --release --example realloc_paths -- --realloc-only --hugetlb --keep-thp",
-        exit: 0,
-        note: "Part I, what realloc does: with glibc's huge-page tunable and THP left on, and the THP counters",
-    },
-    Output {
-        name: "realloc_paths_hugetlb",
-        command: "cargo run --release --example realloc_paths -- --realloc-only --hugetlb",
-        exit: 0,
-        note: "Part I, what realloc does: the same tunable with THP off for the process",
-    },
-    Output {
-        name: "stack_vs_heap",
-        command: "cargo run --example stack_vs_heap",
-        exit: 0,
-        note: "Part IV, static vs dynamic: stack arrays in a child that dies at 10^6, heap buffers on 64 KiB",
-    },
-    Output {
-        name: "stack_vs_heap_bigger_stack",
-        command: "cargo run --example stack_vs_heap -- --stack-kib 16384",
-        exit: 0,
-        note: "Part IV, static vs dynamic: a 16 MiB stack fits every length",
-    },
-    Output {
-        name: "stack_vs_heap_box_new",
-        command: "cargo run --example stack_vs_heap -- --box-new --stack-kib 256",
-        exit: 0,
-        note: "Part IV, static vs dynamic: Box::new of a large array overflows in a debug build",
-    },
-    Output {
-        name: "stack_vs_heap_bad_argument",
-        command: "cargo run --example stack_vs_heap -- --stack-kib 8",
-        exit: 2,
-        note: "Part IV, static vs dynamic: a bad argument names the flag",
-    },
-];
-
 /// The switch that makes pasted output blocks a warning, not a failure.
 pub const ALLOW: &str = "DMB_ALLOW_PASTED_OUTPUT";
 
@@ -158,17 +52,16 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// `cargo xtask outputs [NAME...]`: runs the commands (all, or those named)
 /// and writes their output files.
 pub fn write_outputs(root: &Path, names: &[String]) -> Result<()> {
-    let picked: Vec<&Output> = OUTPUTS
-        .iter()
+    let picked: Vec<&Output> = output_table::all()
         .filter(|o| names.is_empty() || names.iter().any(|n| n == o.name))
         .collect();
     if let Some(unknown) = names
         .iter()
-        .find(|n| !OUTPUTS.iter().any(|o| o.name == n.as_str()))
+        .find(|n| !output_table::all().any(|o| o.name == n.as_str()))
     {
-        let known: Vec<&str> = OUTPUTS.iter().map(|o| o.name).collect();
+        let known: Vec<&str> = output_table::all().map(|o| o.name).collect();
         return Err(format!(
-            "no output `{unknown}` in xtask/src/outputs.rs; there are: {}",
+            "no output `{unknown}` in xtask/src/output_table/; there are: {}",
             known.join(", ")
         )
         .into());
@@ -183,7 +76,7 @@ pub fn write_outputs(root: &Path, names: &[String]) -> Result<()> {
         let (code, text) = run(root, &target, output.command)?;
         if code != Some(output.exit) {
             return Err(format!(
-                "`{}` exited {}, but xtask/src/outputs.rs says it exits {}:\n{text}",
+                "`{}` exited {}, but xtask/src/output_table/ says it exits {}:\n{text}",
                 output.command,
                 code.map_or("by a signal".to_owned(), |c| c.to_string()),
                 output.exit
@@ -258,7 +151,7 @@ fn run(root: &Path, target: &Path, command: &str) -> Result<(Option<i32>, String
                 cmd.args(args);
                 cmd
             }
-            None => return Err("an empty command in xtask/src/outputs.rs".into()),
+            None => return Err("an empty command in xtask/src/output_table/".into()),
         };
         cmd.current_dir(root)
             .stdin(Stdio::null())
@@ -317,9 +210,9 @@ pub struct BlockReport {
     pub generated: usize,
     /// `src/<chapter>.md:<line>: why`, for each block that is not generated.
     pub pasted: Vec<String>,
-    /// Includes of `examples/output/` files that no entry of `OUTPUTS` writes.
+    /// Includes of `examples/output/` files that no entry of `output_table` writes.
     pub orphans: Vec<String>,
-    /// The `OUTPUTS` entries no chapter includes.
+    /// The `output_table` entries no chapter includes.
     pub unused: Vec<&'static str>,
 }
 
@@ -353,9 +246,9 @@ pub fn output_blocks(src: &Path) -> Result<BlockReport> {
                                 .strip_prefix("examples/output/")
                                 .and_then(|f| f.strip_suffix(".txt"))
                             {
-                                if !OUTPUTS.iter().any(|o| o.name == name) {
+                                if !output_table::all().any(|o| o.name == name) {
                                     report.orphans.push(format!(
-                                        "{at}: includes {from_root}, which no entry of xtask/src/outputs.rs writes"
+                                        "{at}: includes {from_root}, which no entry of xtask/src/output_table/ writes"
                                     ));
                                 }
                                 included.push(name.to_owned());
@@ -376,14 +269,13 @@ pub fn output_blocks(src: &Path) -> Result<BlockReport> {
                 report.generated += 1;
             } else {
                 report.pasted.push(format!(
-                    "{at}: a {} block with output typed into the chapter: generate it (xtask/src/outputs.rs) and include examples/output/<name>.txt",
+                    "{at}: a {} block with output typed into the chapter: generate it (an entry in xtask/src/output_table/<part>.rs) and include examples/output/<name>.txt",
                     block.lang
                 ));
             }
         }
     }
-    report.unused = OUTPUTS
-        .iter()
+    report.unused = output_table::all()
         .map(|o| o.name)
         .filter(|name| !included.iter().any(|i| i == name))
         .collect();
@@ -415,10 +307,7 @@ pub fn rerun_outputs(book: &Book, only: Option<&[&str]>) -> Result<Vec<String>> 
     std::fs::create_dir_all(&scratch)?;
     let machine = Machine::here(Mode::Full);
     let mut problems = Vec::new();
-    for output in OUTPUTS
-        .iter()
-        .filter(|o| only.is_none_or(|names| names.contains(&o.name)))
-    {
+    for output in output_table::all().filter(|o| only.is_none_or(|names| names.contains(&o.name))) {
         let recorded_file = format!("examples/output/{}.txt", output.name);
         let Ok(recorded) = std::fs::read_to_string(book.root.join(&recorded_file)) else {
             problems.push(format!(
@@ -477,10 +366,10 @@ pub fn check(book: &Book, tally: &mut Tally, allow_pasted: bool) -> Result<()> {
     tally.output_blocks = report.blocks;
     tally.outputs_generated = report.generated;
     eprintln!(
-        "outputs: {} of {} output blocks include a generated file; {} commands in xtask/src/outputs.rs",
+        "outputs: {} of {} output blocks include a generated file; {} commands in xtask/src/output_table/",
         report.generated,
         report.blocks,
-        OUTPUTS.len()
+        output_table::all().count()
     );
     if !report.unused.is_empty() {
         eprintln!(

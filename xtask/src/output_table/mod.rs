@@ -1,0 +1,23 @@
+//! The commands whose output the book shows, one file per part so that each
+//! part's authors add theirs in their own file.
+
+mod part1;
+mod part2;
+mod part3;
+mod part4;
+mod primer;
+
+use crate::outputs::Output;
+
+/// Every command, in the book's order.
+pub fn all() -> impl Iterator<Item = &'static Output> {
+    [
+        primer::OUTPUTS,
+        part1::OUTPUTS,
+        part2::OUTPUTS,
+        part3::OUTPUTS,
+        part4::OUTPUTS,
+    ]
+    .into_iter()
+    .flatten()
+}
