@@ -2,7 +2,10 @@
 //! part's authors add theirs in their own file.
 
 mod part1;
+mod part1_runtime;
 mod part2;
+mod part2_failing;
+mod part2_guest;
 mod part3;
 mod part4;
 mod primer;
@@ -14,7 +17,10 @@ pub fn all() -> impl Iterator<Item = &'static Output> {
     [
         primer::OUTPUTS,
         part1::OUTPUTS,
+        part1_runtime::OUTPUTS,
         part2::OUTPUTS,
+        part2_failing::OUTPUTS,
+        part2_guest::OUTPUTS,
         part3::OUTPUTS,
         part4::OUTPUTS,
     ]

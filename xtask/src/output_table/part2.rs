@@ -1,4 +1,4 @@
-//! Part II: dynamic memory testing.
+//! Part II: measuring memory and creating pressure.
 
 use crate::outputs::Output;
 
