@@ -2,9 +2,6 @@
 //! `MAX_VISIBLE` lines. It counts what a reader sees in mdBook's expanded
 //! chapters: rustdoc's hidden `# ` lines are left out, and Rust source shown
 //! as a `text` block (an `{{#include}}` of a `.rs` file) counts too.
-//!
-//! `DMB_ALLOW_LONG_BLOCKS=1` turns the failure into a printed warning while
-//! the chapters are being shortened.
 
 use std::path::Path;
 
@@ -15,9 +12,6 @@ use crate::{files, mdbook_test, Result};
 /// The most lines a reader may have to read in one block (COMMON: most
 /// blocks should stay under 25).
 pub const MAX_VISIBLE: usize = 40;
-
-/// The switch that makes long blocks a warning, not a failure.
-pub const ALLOW: &str = "DMB_ALLOW_LONG_BLOCKS";
 
 /// One block that is too long.
 #[derive(Debug, PartialEq)]
@@ -30,12 +24,8 @@ pub struct LongBlock {
     pub visible: usize,
 }
 
+/// The step: any block over `MAX_VISIBLE` visible lines fails it.
 pub fn block_length(book: &Book, tally: &mut Tally) -> Result<()> {
-    check(book, tally, std::env::var(ALLOW).is_ok_and(|v| v == "1"))
-}
-
-/// The step, with long blocks a failure unless `allow`.
-pub fn check(book: &Book, tally: &mut Tally, allow: bool) -> Result<()> {
     let expanded = mdbook_test::expanded_markdown(book)?;
     let (longest, long) = long_blocks(&book.root.join("src"), &expanded)?;
     tally.longest_block = longest;
@@ -56,14 +46,7 @@ pub fn check(book: &Book, tally: &mut Tally, allow: bool) -> Result<()> {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    if allow {
-        eprintln!("block length: WARNING, allowed by {ALLOW}=1:\n{report}");
-        return Ok(());
-    }
-    Err(format!(
-        "{report}\n(set {ALLOW}=1 to make this a warning while the chapters are shortened)"
-    )
-    .into())
+    Err(report.into())
 }
 
 /// The most visible lines of any code block, and every block over the limit,

@@ -10,9 +10,6 @@
 //! than `$ command` lines) is an include of a generated file, and (b) every
 //! command still exits as recorded and prints the same lines, once digits are
 //! masked: timings vary, the text and the structure may not.
-//!
-//! `DMB_ALLOW_PASTED_OUTPUT=1` makes (a) a warning while the chapters are
-//! being converted.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,9 +36,6 @@ pub struct Output {
     /// Where it is shown, and what it shows.
     pub note: &'static str,
 }
-
-/// The switch that makes pasted output blocks a warning, not a failure.
-pub const ALLOW: &str = "DMB_ALLOW_PASTED_OUTPUT";
 
 /// The folders whose files are written by a command, never by hand.
 const GENERATED: [&str; 3] = ["examples/output/", "benches/results/", "tests/results/"];
@@ -357,11 +351,6 @@ pub fn rerun_outputs(book: &Book, only: Option<&[&str]>) -> Result<Vec<String>> 
 
 /// The outputs step: (a) and (b).
 pub fn outputs_step(book: &Book, tally: &mut Tally) -> Result<()> {
-    check(book, tally, std::env::var(ALLOW).is_ok_and(|v| v == "1"))
-}
-
-/// The step, with pasted output a failure unless `allow_pasted`.
-pub fn check(book: &Book, tally: &mut Tally, allow_pasted: bool) -> Result<()> {
     let report = output_blocks(&book.root.join("src"))?;
     tally.output_blocks = report.blocks;
     tally.outputs_generated = report.generated;
@@ -379,16 +368,7 @@ pub fn check(book: &Book, tally: &mut Tally, allow_pasted: bool) -> Result<()> {
     }
     let mut problems = report.orphans;
     problems.extend(rerun_outputs(book, None)?);
-    if !report.pasted.is_empty() {
-        let pasted = report.pasted.join("\n");
-        if allow_pasted {
-            eprintln!("outputs: WARNING, allowed by {ALLOW}=1:\n{pasted}");
-        } else {
-            problems.push(format!(
-                "{pasted}\n(set {ALLOW}=1 to make pasted output a warning while the chapters are converted)"
-            ));
-        }
-    }
+    problems.extend(report.pasted);
     if problems.is_empty() {
         Ok(())
     } else {

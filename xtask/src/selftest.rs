@@ -215,7 +215,7 @@ fn a_long_rust_block_fails_naming_the_chapter_and_the_include() -> Result<()> {
         "## One source of truth",
         "```rust\n{{#rustdoc_include ../examples/memory_meter.rs:cgroup}}\n```\n\n## One source of truth",
     )?;
-    let result = crate::block_length::check(&book, &mut Tally::default(), false);
+    let result = crate::block_length::block_length(&book, &mut Tally::default());
     expect_failure(
         result,
         &[

@@ -13,8 +13,8 @@ use crate::{
 type Step = fn(&Book, &mut Tally) -> Result<()>;
 
 /// The steps, in order. The last four hold the chapters and examples to the
-/// rules they are being converted to; `block length` and `outputs` have a
-/// switch that makes their failure a warning meanwhile (see their files).
+/// book's rules: short blocks, generated output, examples that build alone,
+/// nothing internal on the site.
 const STEPS: [(&str, Step); 13] = [
     ("cargo test", cargo_test),
     ("kernel matrix", kernel_matrix),
