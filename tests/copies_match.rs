@@ -10,15 +10,10 @@
 //! and this test holds each one byte for byte to the region of that name in
 //! its canonical file, markers included. A copy whose canonical file has no
 //! such region fails, and so does a canonical region that no example copies
-//! (a helper with one home needs no marker), except the regions listed in
-//! `AWAITING_COPIES` while the examples are being converted to them.
+//! (a helper with one home needs no marker).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Canonical regions that no example copies yet. Printed on every run; the
-/// list only shrinks.
-const AWAITING_COPIES: &[&str] = &["cli"];
 
 #[derive(Debug, Clone)]
 struct Region {
@@ -109,9 +104,8 @@ fn regions(file: &str, text: &str) -> Result<Vec<Region>, Vec<String>> {
     }
 }
 
-/// Every problem with the shared regions of the examples in `root/examples`,
-/// and the canonical regions that await copies.
-fn check(root: &Path) -> (Vec<String>, Vec<String>) {
+/// Every problem with the shared regions of the examples in `root/examples`.
+fn check(root: &Path) -> Vec<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
         .expect("examples/ can be listed")
         .map(|e| e.expect("a readable folder entry").path())
@@ -149,24 +143,16 @@ fn check(root: &Path) -> (Vec<String>, Vec<String>) {
             errors.push(diff);
         }
     }
-    let mut awaiting = Vec::new();
     for canonical in all.iter().filter(|r| r.file == r.canonical) {
         if copied.contains(&(canonical.file.as_str(), canonical.name.as_str())) {
             continue;
         }
-        if AWAITING_COPIES.contains(&canonical.name.as_str()) {
-            awaiting.push(format!(
-                "{}:{}: {}",
-                canonical.file, canonical.line, canonical.name
-            ));
-        } else {
-            errors.push(format!(
-                "{}:{}: canonical region `{}` has no copy in another example: drop its markers, or copy it",
-                canonical.file, canonical.line, canonical.name
-            ));
-        }
+        errors.push(format!(
+            "{}:{}: canonical region `{}` has no copy in another example: drop its markers, or copy it",
+            canonical.file, canonical.line, canonical.name
+        ));
     }
-    (errors, awaiting)
+    errors
 }
 
 /// Where `copy` first differs from `canonical`, naming both files and lines.
@@ -192,10 +178,7 @@ fn first_difference(copy: &Region, canonical: &Region) -> Option<String> {
 
 #[test]
 fn every_shared_region_is_a_byte_for_byte_copy_of_its_canonical() {
-    let (errors, awaiting) = check(Path::new(env!("CARGO_MANIFEST_DIR")));
-    for region in &awaiting {
-        println!("not yet copied into any example: {region}");
-    }
+    let errors = check(Path::new(env!("CARGO_MANIFEST_DIR")));
     assert!(errors.is_empty(), "\n{}", errors.join("\n"));
 }
 
@@ -216,7 +199,7 @@ fn a_changed_copy_fails_naming_both_files() {
             std::fs::copy(&path, examples.join(path.file_name().unwrap())).unwrap();
         }
     }
-    let (errors, _) = check(&root);
+    let errors = check(&root);
     assert!(
         errors.is_empty(),
         "the unbroken copy fails:\n{}",
@@ -238,7 +221,7 @@ fn a_changed_copy_fails_naming_both_files() {
         &text[next_end..]
     );
     std::fs::write(&copy, &broken).unwrap();
-    let (errors, _) = check(&root);
+    let errors = check(&root);
     assert!(
         errors
             .iter()
@@ -257,7 +240,7 @@ fn a_changed_copy_fails_naming_both_files() {
             .replace("// SHARED_END: region", "// SHARED_END: regio"),
     )
     .unwrap();
-    let (errors, _) = check(&root);
+    let errors = check(&root);
     assert!(
         errors
             .iter()
