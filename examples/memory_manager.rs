@@ -456,6 +456,35 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// The error for a request larger than the whole off-heap limit.
+    fn too_large(&self, id: u64, bytes: u64) -> MemoryError {
+        MemoryError::TooLarge {
+            consumer: self.name(id),
+            requested: bytes,
+            limits: self.limits(),
+        }
+    }
+
+    /// The error when nobody is left to ask: who held what, who spilled.
+    fn over_budget(
+        &self,
+        id: u64,
+        bytes: u64,
+        short: u64,
+        spills: Vec<SpillReport>,
+    ) -> MemoryError {
+        MemoryError::OverBudget {
+            consumer: self.name(id),
+            requested: bytes,
+            short,
+            limits: self.limits(),
+            holdings: self.holdings(),
+            spills,
+        }
+    }
+}
+
 fn grant(account: &Account, requested: u64, grown: u64) -> Grant {
     Grant {
         requested,
@@ -599,33 +628,24 @@ impl MemoryManager {
             let mut ledger = self.ledger();
             // Re-validated on every pass: while the lock was released for a
             // spill, other threads may have taken or returned memory.
+            trace("MemoryManager", "Ledger", "try_reserve");
             let short = match ledger.try_reserve(id, bytes) {
                 Ok(grant) => return Ok(Grant { spills, ..grant }),
                 Err(Refusal::Short(short)) => short,
-                Err(Refusal::TooLarge) => {
-                    return Err(MemoryError::TooLarge {
-                        consumer: ledger.name(id),
-                        requested: bytes,
-                        limits: ledger.limits(),
-                    })
-                }
+                Err(Refusal::TooLarge) => return Err(ledger.too_large(id, bytes)),
                 Err(Refusal::Unknown) => return Err(MemoryError::UnknownConsumer { id }),
             };
+            trace("MemoryManager", "Ledger", "next_victim");
             let Some((victim, consumer)) = ledger.next_victim(id, &asked) else {
-                return Err(MemoryError::OverBudget {
-                    consumer: ledger.name(id),
-                    requested: bytes,
-                    short,
-                    limits: ledger.limits(),
-                    holdings: ledger.holdings(),
-                    spills,
-                });
+                return Err(ledger.over_budget(id, bytes, short, spills));
             };
             asked.push(victim);
+            trace("MemoryManager", "Ledger", "begin_spill");
             let before = ledger.begin_spill(victim);
             // Never call a consumer under the lock: its spill gives memory
             // back through this manager, and would wait for the lock forever.
             drop(ledger);
+            trace("MemoryManager", "MemoryManager", "spill_one");
             spills.push(self.spill_one(victim, consumer, short, before));
         }
     }
@@ -643,7 +663,9 @@ impl MemoryManager {
         asked: u64,
         before: u64,
     ) -> SpillReport {
+        // Traced by the consumer: its type is behind `dyn`.
         let reported = consumer.spill(asked);
+        trace("MemoryManager", "Ledger", "end_spill");
         let released = self.ledger().end_spill(victim, before);
         let report = SpillReport {
             consumer: consumer.name().to_owned(),
@@ -661,6 +683,7 @@ impl MemoryManager {
     /// The release flow. Nobody waits on the manager, so there is nobody to
     /// wake: a consumer that was refused finds the room when it asks again.
     fn release(&self, id: u64, bytes: u64) -> Result<u64, MemoryError> {
+        trace("MemoryManager", "Ledger", "release");
         self.ledger().release(id, bytes)
     }
 }
@@ -676,11 +699,13 @@ pub struct Reservation {
 impl Reservation {
     /// Asks for `bytes` more. On success they are counted as used.
     pub fn acquire(&self, bytes: u64) -> Result<Grant, MemoryError> {
+        trace("Reservation", "MemoryManager", "acquire");
         self.manager.acquire(self.id, bytes)
     }
 
     /// Gives back `bytes` of use; returns what went back to the pool.
     pub fn release(&self, bytes: u64) -> Result<u64, MemoryError> {
+        trace("Reservation", "MemoryManager", "release");
         self.manager.release(self.id, bytes)
     }
 }
@@ -735,6 +760,7 @@ impl SpillableBuffer {
     pub fn push(&self, len: usize) -> Result<Grant, MemoryError> {
         // Reserve before taking `batches`: the manager may ask this very
         // buffer to spill, and `spill` takes `batches`.
+        trace("SpillableBuffer", "Reservation", "acquire");
         let grant = self.reservation.acquire(len as u64)?;
         self.lock_batches().push(vec![0; len]);
         Ok(grant)
@@ -764,6 +790,7 @@ impl MemoryConsumer for SpillableBuffer {
     }
 
     fn spill(&self, bytes: u64) -> u64 {
+        trace("MemoryManager", "SpillableBuffer", "spill");
         let mut freed = 0;
         {
             let mut batches = self.lock_batches();
@@ -777,6 +804,7 @@ impl MemoryConsumer for SpillableBuffer {
         self.spilled.fetch_add(freed, Ordering::Relaxed);
         // Every batch was reserved before it was pushed, so this release
         // cannot exceed the use. Report only what the manager took back.
+        trace("SpillableBuffer", "Reservation", "release");
         match self.reservation.release(freed) {
             Ok(_) => freed,
             Err(_) => 0,
@@ -864,21 +892,20 @@ impl BudgetedMemory {
         };
         let delta_bytes = u64::from(delta) * WASM_PAGE as u64;
         // Ask the manager before touching memory: its no is the guest's -1.
+        trace("BudgetedMemory", "Reservation", "acquire");
         let grant = reservation
             .acquire(delta_bytes)
             .map_err(MemoryGrowError::Refused)?;
         let mut bigger = Vec::new();
         if let Err(e) = bigger.try_reserve_exact(new_len) {
             // Undo the grant, so that -1 leaves the budget as it was. It
-            // cannot fail: these bytes were acquired just above, and
-            // `WasmInstance::spill` never releases any.
+            // cannot fail: `WasmInstance::spill` never releases any.
             let _ = reservation.release(delta_bytes);
             return Err(MemoryGrowError::OutOfMemory(e));
         }
         bigger.extend_from_slice(&self.bytes);
         bigger.resize(new_len, 0);
-        // The old block is freed here.
-        self.bytes = bigger;
+        self.bytes = bigger; // and the old block is freed
         Ok((old_pages, Some(grant)))
     }
     // ANCHOR_END: grow_traced
@@ -920,6 +947,7 @@ impl WasmInstance {
         // Holding `memory` across the manager's call is safe only because
         // `spill` below never takes it. A consumer may hold a lock across
         // `acquire` only if its own `spill` never takes that lock.
+        trace("WasmInstance", "BudgetedMemory", "grow_traced");
         self.lock_memory().grow_traced(delta, &self.reservation)
     }
 }
@@ -958,10 +986,31 @@ impl MemoryConsumer for WasmInstance {
     /// pages until the instance is dropped. So it has nothing to give back,
     /// and the manager must find the bytes elsewhere.
     fn spill(&self, _bytes: u64) -> u64 {
+        trace("MemoryManager", "WasmInstance", "spill");
         0
     }
 }
 // ANCHOR_END: wasm_spill
+
+/// The calls between the types, in the order they run, once `--trace` or a
+/// test turns it on: `From->>To: function`, as the sequence diagrams in "The
+/// flows" draw them. `tests/diagrams_match_code.rs` holds the diagrams to it.
+static TRACE: Mutex<Option<Vec<String>>> = Mutex::new(None);
+
+fn trace(from: &str, to: &str, call: &str) {
+    let mut trace = TRACE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(calls) = trace.as_mut() {
+        calls.push(format!("{from}->>{to}: {call}"));
+    }
+}
+
+/// Runs the scenario with the trace on, and returns the calls it made.
+pub fn trace_scenario(config: Config) -> Result<Vec<String>, String> {
+    *TRACE.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
+    let run = run_scenario(config);
+    let calls = TRACE.lock().unwrap_or_else(PoisonError::into_inner).take();
+    run.map(|_| calls.unwrap_or_default())
+}
 
 /// The demo's output: one line per event, each followed by the ledger.
 struct Timeline<'a> {
@@ -1119,27 +1168,36 @@ pub fn run_scenario(config: Config) -> Result<Vec<String>, String> {
 const PROGRAM: &str = "memory_manager";
 
 const USAGE: &str = "\
-usage: memory_manager [--growth-pct N] [--fraction-pct N]
+usage: memory_manager [--growth-pct N] [--fraction-pct N] [--trace]
 Runs the scenario: two spilling buffers and a WebAssembly memory share one
 budget while the heap grows under them.
   --growth-pct N     how far a reservation grows ahead, in % (0..=1000, default 25)
-  --fraction-pct N   the budget's share of total - overhead, in % (1..=100, default 60)";
+  --fraction-pct N   the budget's share of total - overhead, in % (1..=100, default 60)
+  --trace            print the calls between the types instead, in the order they run";
 
-/// The flags, read into the default configuration.
-fn config_from_args() -> Config {
+/// The flags: the configuration, and whether to trace.
+fn config_from_args() -> (Config, bool) {
     let mut args = Args::parse(PROGRAM, USAGE);
     let growth_pct = args.number("--growth-pct", 25, 0..=MAX_GROWTH_PCT);
     let fraction_pct = args.number("--fraction-pct", 60, 1..=100);
+    let trace = args.switch("--trace");
     args.finish();
-    Config {
+    let config = Config {
         growth_pct,
         fraction: fraction_pct as f64 / 100.0,
         ..Config::default()
-    }
+    };
+    (config, trace)
 }
 
 fn main() -> ExitCode {
-    match run_scenario(config_from_args()) {
+    let (config, trace) = config_from_args();
+    let run = if trace {
+        trace_scenario(config)
+    } else {
+        run_scenario(config)
+    };
+    match run {
         Ok(lines) => {
             for line in lines {
                 println!("{line}");

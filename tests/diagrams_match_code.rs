@@ -34,9 +34,21 @@
 //!   single-line `note left of`/`note right of`, `direction`. States must be
 //!   enum variants, and a label must start with a function.
 //!
+//! The sequence diagrams are also held to the order the code runs in. The
+//! example's `--trace` records every call between its types while the
+//! scenario runs (`From->>To: function`). Each call a diagram draws (solid
+//! arrow) must be in that trace, and each call drawn directly after another
+//! (the next line of the same block, or the first line of a block that
+//! follows) must run directly after it at least once, counting only calls
+//! the diagram draws. A diagram that swaps two calls fails.
+//!
 //! `%%` comments, blank lines and the one-line accessibility lines
 //! `accTitle: text` and `accDescr: text` (free text) are allowed everywhere.
 //! Any other line is an error that names it.
+
+#[path = "../examples/memory_manager.rs"]
+#[allow(dead_code)]
+mod memory_manager;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -608,6 +620,172 @@ fn check_markdown(file: &str, markdown: &str, symbols: &Symbols) -> (Vec<String>
         .filter_map(|block| checker.diagram(block))
         .collect();
     (checker.errors, kinds)
+}
+
+// ---------------------------------------------------------------------------
+// The order of the calls.
+// ---------------------------------------------------------------------------
+
+/// A sequence diagram's calls (solid arrows) and the blocks around them.
+#[derive(Debug)]
+enum Step {
+    /// `From->>To: function`, as the trace writes it, and its line.
+    Call(String, usize),
+    /// `loop`, `alt`/`else`, `opt` and the other blocks: their branches.
+    Block(Vec<Vec<Step>>),
+}
+
+/// The steps of a sequence diagram (already checked by `Checker`, so lines
+/// it does not know are skipped here).
+fn sequence_steps(lines: &[(usize, &str)]) -> Vec<Step> {
+    // Each open block: its branches so far; the bottom is the diagram.
+    let mut open: Vec<Vec<Vec<Step>>> = vec![vec![Vec::new()]];
+    for &(n, line) in lines {
+        let line = line.trim();
+        let first = line.split_whitespace().next().unwrap_or("");
+        match first {
+            "loop" | "alt" | "opt" | "par" | "critical" | "break" | "rect" => {
+                open.push(vec![Vec::new()]);
+            }
+            "else" | "and" | "option" => {
+                if let Some(block) = open.last_mut() {
+                    block.push(Vec::new());
+                }
+            }
+            "end" if line == "end" && open.len() > 1 => {
+                let block = open.pop().unwrap_or_default();
+                if let Some(branch) = open.last_mut().and_then(|b| b.last_mut()) {
+                    branch.push(Step::Block(block));
+                }
+            }
+            _ => {
+                if let Some(m) = parse_message(line).filter(|m| !m.reply) {
+                    let call = format!("{}->>{}: {}", m.from, m.to, ident_prefix(m.text));
+                    if let Some(branch) = open.last_mut().and_then(|b| b.last_mut()) {
+                        branch.push(Step::Call(call, n));
+                    }
+                }
+            }
+        }
+    }
+    open.swap_remove(0).swap_remove(0)
+}
+
+/// The calls a step can start with: itself, or each branch's first.
+fn first_calls(step: &Step, out: &mut Vec<(String, usize)>) {
+    match step {
+        Step::Call(call, n) => out.push((call.clone(), *n)),
+        Step::Block(branches) => {
+            for first in branches.iter().filter_map(|b| b.first()) {
+                first_calls(first, out);
+            }
+        }
+    }
+}
+
+/// Every call drawn, and every pair (call, call drawn directly after it).
+fn drawn_order(
+    steps: &[Step],
+    calls: &mut Vec<(String, usize)>,
+    pairs: &mut Vec<[(String, usize); 2]>,
+) {
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Call(call, n) => {
+                calls.push((call.clone(), *n));
+                let mut next = Vec::new();
+                if let Some(following) = steps.get(i + 1) {
+                    first_calls(following, &mut next);
+                }
+                pairs.extend(next.into_iter().map(|b| [(call.clone(), *n), b]));
+            }
+            Step::Block(branches) => {
+                for branch in branches {
+                    drawn_order(branch, calls, pairs);
+                }
+            }
+        }
+    }
+}
+
+/// What is wrong with a chapter's sequence diagrams, held to `trace`.
+fn check_order(file: &str, markdown: &str, trace: &[String]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for block in mermaid_blocks(markdown) {
+        let mut body = block
+            .iter()
+            .map(|&(n, l)| (n, l.trim()))
+            .filter(|(_, l)| !l.is_empty());
+        if body.next().map(|(_, l)| l) != Some("sequenceDiagram") {
+            continue;
+        }
+        let lines: Vec<(usize, &str)> = body.collect();
+        let (mut calls, mut pairs) = (Vec::new(), Vec::new());
+        drawn_order(&sequence_steps(&lines), &mut calls, &mut pairs);
+        let drawn: BTreeSet<&str> = calls.iter().map(|(c, _)| c.as_str()).collect();
+        // The trace, counting only the calls this diagram draws.
+        let seen: Vec<&str> = trace
+            .iter()
+            .map(String::as_str)
+            .filter(|c| drawn.contains(c))
+            .collect();
+        for (call, n) in &calls {
+            if !seen.contains(&call.as_str()) {
+                errors.push(format!(
+                    "{file}:{n}: `{call}` is drawn, but the scenario never makes that call"
+                ));
+            }
+        }
+        for [(a, _), (b, n)] in &pairs {
+            if seen.contains(&a.as_str()) && !seen.windows(2).any(|w| w[0] == a && w[1] == b) {
+                errors.push(format!("{file}:{n}: `{b}` is drawn right after `{a}`, but the scenario never runs it right after"));
+            }
+        }
+    }
+    errors
+}
+
+#[test]
+fn part3_sequence_diagrams_draw_the_calls_in_the_order_they_run() {
+    let trace = memory_manager::trace_scenario(memory_manager::Config::default())
+        .expect("the scenario runs");
+    let mut errors = Vec::new();
+    for chapter in CHAPTERS {
+        errors.extend(check_order(chapter, &read(chapter), &trace));
+    }
+    assert!(
+        errors.is_empty(),
+        "\n{}\n\nthe trace:\n{}",
+        errors.join("\n"),
+        trace.join("\n")
+    );
+}
+
+#[test]
+fn a_diagram_with_two_calls_swapped_fails() {
+    let trace = memory_manager::trace_scenario(memory_manager::Config::default())
+        .expect("the scenario runs");
+    // The spill diagram of "The flows", with its first two calls swapped.
+    let flows = read("src/part3-flows.md");
+    let (victim, begin) = (
+        "MemoryManager->>Ledger: next_victim(requester, asked)",
+        "MemoryManager->>Ledger: begin_spill(victim)",
+    );
+    assert!(flows.contains(victim) && flows.contains(begin));
+    let swapped = flows
+        .replace(victim, "SWAP")
+        .replace(begin, victim)
+        .replace("SWAP", begin);
+    let errors = check_order("flows.md", &swapped, &trace);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].ends_with("`MemoryManager->>Ledger: next_victim` is drawn right after `MemoryManager->>Ledger: begin_spill`, but the scenario never runs it right after"), "{errors:?}");
+    assert!(errors[1].contains("`MemoryManager->>SpillableBuffer: spill` is drawn right after `MemoryManager->>Ledger: next_victim`"), "{errors:?}");
+    let never =
+        "```mermaid\nsequenceDiagram\n    Ledger->>MemoryManager: acquire(id, bytes)\n```\n";
+    assert_eq!(
+        check_order("n.md", never, &trace),
+        ["n.md:3: `Ledger->>MemoryManager: acquire` is drawn, but the scenario never makes that call"]
+    );
 }
 
 fn read(rel: &str) -> String {
