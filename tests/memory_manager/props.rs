@@ -1,20 +1,15 @@
-//! Property tests and a threaded stress test for `examples/memory_manager.rs`.
-//!
-//! The example is pulled in as a module, so these tests see exactly the code
-//! the book shows. (Its own unit tests come along and run here too.)
+//! Property tests and a threaded stress test: random sequences of requests,
+//! releases, spills, heap changes and grows, checked after every step, and
+//! four threads against one manager.
 
-#[allow(dead_code)]
-#[path = "../examples/memory_manager.rs"]
-mod memory_manager;
-
-use memory_manager::{
+use crate::memory_manager::{
     Config, Grant, Holding, Limits, MemoryConsumer, MemoryError, MemoryManager, Reservation,
     WasmInstance, WASM_PAGE,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use std::collections::BTreeMap;
-use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 const KIB: u64 = 1024;
@@ -29,14 +24,11 @@ struct Held {
 
 impl Held {
     fn new(manager: &Arc<MemoryManager>, name: &str, spillable: bool) -> Arc<Held> {
-        Arc::new_cyclic(|me: &Weak<Held>| {
-            let me: Weak<dyn MemoryConsumer> = me.clone();
-            Held {
-                name: name.to_owned(),
-                reservation: manager.register(name, me),
-                held: Mutex::new(0),
-                spillable,
-            }
+        manager.register_with(name, |reservation| Held {
+            name: name.to_owned(),
+            reservation,
+            held: Mutex::new(0),
+            spillable,
         })
     }
 
@@ -122,7 +114,7 @@ fn used(holdings: &[Holding]) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn released_by(spills: &[memory_manager::SpillReport]) -> BTreeMap<String, u64> {
+fn released_by(spills: &[crate::memory_manager::SpillReport]) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for s in spills {
         *m.entry(s.consumer.clone()).or_insert(0) += s.released;
@@ -136,7 +128,7 @@ fn released_by(spills: &[memory_manager::SpillReport]) -> BTreeMap<String, u64> 
 fn check_spill_accounting(
     before: &[Holding],
     after: &[Holding],
-    spills: &[memory_manager::SpillReport],
+    spills: &[crate::memory_manager::SpillReport],
     requester: &str,
     extra: u64,
 ) -> Result<(), TestCaseError> {
@@ -284,7 +276,7 @@ proptest! {
         cases: 256,
         // An integration test has no lib.rs for proptest to find: name the file.
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/memory_manager_props.proptest-regressions",
+            "tests/memory_manager/props.proptest-regressions",
         ))),
         ..ProptestConfig::default()
     })]
