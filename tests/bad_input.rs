@@ -30,7 +30,6 @@ const NOT_YET_CONVERTED: &[&str] = &[
     "fault_injection",
     "memory_manager",
     "memory_meter",
-    "page_math",
     "pressure",
     "rlimit_child",
 ];
