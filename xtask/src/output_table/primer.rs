@@ -19,7 +19,7 @@ pub const OUTPUTS: &[Output] = &[
         name: "map_and_touch",
         command: "cargo run --example map_and_touch",
         exit: 0,
-        note: "the primer: map 256 MiB, touch 64 MiB, unmap, with RSS and virtual size at each step",
+        note: "the primer: map 256 MiB, touch 64 MiB and unmap, with RSS at each step",
     },
     Output {
         name: "map_and_touch_bad_argument",
