@@ -1,10 +1,10 @@
 //! Page arithmetic: rounding byte counts up to whole pages, without overflow.
 //!
-//! Also the book's specimen for each mdBook include form: keep its line
-//! numbers stable, or update the appendix's line ranges with it.
+//! The appendix's specimen for each mdBook include form: it shows lines of
+//! this file by number, and `tests/page_math` holds those numbers.
 //!
 //! - Explained in: "How this book is tested" (src/how-this-book-is-tested.md)
-//! - Run: `cargo run --example page_math`
+//! - Run: `cargo run --example page_math -- --page 4096`
 //! - Tested by: `cargo test --example page_math`
 //! - Depends on: std
 
@@ -26,10 +26,122 @@ fn round_up(bytes: usize, page: usize) -> Option<usize> {
 // ANCHOR_END: round_up
 
 fn main() {
+    let page = Options::parse().page;
     for bytes in [0, 1, WASM_PAGE, WASM_PAGE + 1, usize::MAX] {
-        match round_up(bytes, WASM_PAGE) {
-            Some(rounded) => println!("{bytes:>20} bytes -> {:>6} wasm pages", rounded / WASM_PAGE),
+        match round_up(bytes, page) {
+            Some(rounded) => println!("{bytes:>20} bytes -> {:>6} pages", rounded / page),
             None => println!("{bytes:>20} bytes -> overflow: no page count fits"),
+        }
+    }
+}
+
+const PROGRAM: &str = "page_math";
+const USAGE: &str = "usage: page_math [--page N]
+  --page N   the page size in bytes, a power of two (1..=1073741824, default 65536)";
+
+// SHARED: cli (canonical: examples/map_and_touch.rs)
+/// The command line, read the same way by every example: `--name value`
+/// flags and switches, then `-- words` for a command to run. `--help` prints
+/// the usage and exits 0; anything wrong prints one line naming the flag
+/// and exits 2.
+struct Args {
+    program: &'static str,
+    words: Vec<String>,
+}
+
+#[allow(dead_code)] // each example uses the methods it needs
+impl Args {
+    fn parse(program: &'static str, usage: &str) -> Args {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        if words
+            .iter()
+            .take_while(|w| *w != "--")
+            .any(|w| w == "--help" || w == "-h")
+        {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        Args { program, words }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        eprintln!("{}: {why} (see --help)", self.program);
+        std::process::exit(2)
+    }
+
+    /// `--name VALUE`, taken off the command line.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name)?;
+        if self.words.get(at + 1).is_none_or(|value| value == "--") {
+            self.fail(&format!("{name} needs a value"));
+        }
+        self.words.remove(at);
+        Some(self.words.remove(at))
+    }
+
+    /// `--name N`: a whole number in `range`, or `default` if absent.
+    fn number(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let Some(text) = self.text(name) else {
+            return default;
+        };
+        match text.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                let (min, max) = (range.start(), range.end());
+                self.fail(&format!(
+                    "{name} takes a whole number from {min} to {max}, not `{text}`"
+                ))
+            }
+        }
+    }
+
+    /// Whether the switch `--name` was given.
+    fn switch(&mut self, name: &str) -> bool {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name);
+        at.map(|at| self.words.remove(at)).is_some()
+    }
+
+    /// The words after `--` (a command to run), or none.
+    fn rest(&mut self) -> Vec<String> {
+        let at = self.words.iter().position(|w| w == "--");
+        at.map(|at| self.words.split_off(at).split_off(1))
+            .unwrap_or_default()
+    }
+
+    /// Ends the parse: a word no flag took is an error.
+    fn finish(self) {
+        if let Some(word) = self.words.first() {
+            self.fail(&format!("unknown argument `{word}`"));
+        }
+    }
+}
+// SHARED_END: cli
+
+/// What to do, from the command line.
+struct Options {
+    page: usize,
+}
+
+impl Options {
+    /// Reads the command line; a bad one ends the program with exit code 2.
+    fn parse() -> Options {
+        let mut args = Args::parse(PROGRAM, USAGE);
+        let page = args.number("--page", 65536, 1..=1 << 30);
+        if !page.is_power_of_two() {
+            args.fail(&format!("--page {page} is not a power of two"));
+        }
+        args.finish();
+        // At most 2^30: it fits in any usize of 32 bits or more.
+        Options {
+            page: page as usize,
         }
     }
 }
@@ -44,19 +156,6 @@ mod tests {
         assert_eq!(round_up(1, WASM_PAGE), Some(WASM_PAGE));
         assert_eq!(round_up(WASM_PAGE, WASM_PAGE), Some(WASM_PAGE));
         assert_eq!(round_up(WASM_PAGE + 1, 4096), Some(WASM_PAGE + 4096));
-    }
-
-    /// The appendix shows lines 13, 19-25, 28- and -14 of this file by number.
-    #[test]
-    fn the_appendix_line_numbers_still_point_at_the_right_lines() {
-        // This file, wherever it was copied (`file!()` is from the crate root).
-        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", file!()));
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[13 - 1].starts_with("const WASM_PAGE"));
-        assert!(lines[19 - 1].starts_with("fn round_up"));
-        assert_eq!(lines[25 - 1], "}");
-        assert_eq!(lines[28 - 1], "fn main() {");
-        assert_eq!(lines[14 - 1], "// ANCHOR_END: constants");
     }
 
     #[test]

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 const NOT_YET_CONVERTED: &[&str] = &[
     "fault_injection",
     "memory_meter",
-    "page_math",
     "pressure",
     "rlimit_child",
 ];
