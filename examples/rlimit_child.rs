@@ -550,9 +550,7 @@ mod bounded {
 
     // ANCHOR: command
     /// Runs `command` under the same bounds, with an absolute limit: `exec`
-    /// replaces the image, so there is no baseline to count from. Between
-    /// `fork` and `exec` only async-signal-safe calls are allowed, so the
-    /// child's setup is four system calls on values made before the fork.
+    /// replaces the image, so there is no baseline to count from.
     pub fn run_command(
         command: &mut Command,
         limit: Option<MemoryLimit>,
@@ -573,6 +571,8 @@ mod bounded {
             }
             None => None,
         };
+        // ANCHOR_END: command
+        // ANCHOR: pre_exec
         const ADJ: &CStr = c"/proc/self/oom_score_adj";
         // SAFETY: the closure calls only open, write, close and setrlimit,
         // which are async-signal-safe, and allocates nothing.
@@ -594,7 +594,7 @@ mod bounded {
         let pid = command.spawn()?.id() as libc::pid_t;
         Running::new(pid, timeout, None).wait()
     }
-    // ANCHOR_END: command
+    // ANCHOR_END: pre_exec
 
     /// Maps `len` bytes with `prot`; the error names the call.
     pub fn map(len: usize, prot: libc::c_int) -> Result<*mut u8, String> {
@@ -680,7 +680,9 @@ fn run_one_command(options: &Options) -> ExitCode {
         if l.soft > hard {
             let flag = ["--data-mib", "--as-mib"][usize::from(l.resource != Resource::Data)];
             let (mib, hard) = (l.soft / MIB, hard / MIB);
-            eprintln!("{PROGRAM}: {flag}: {mib} MiB is above the hard limit of {hard} MiB");
+            eprintln!(
+                "{PROGRAM}: {flag}: {mib} MiB is above the hard limit of {hard} MiB (see --help)"
+            );
             return ExitCode::from(2);
         }
     }
