@@ -1,16 +1,22 @@
-//! The Part II suite: the eight tests of LISA's Hyper-V dynamic memory suite
-//! (`lisa/microsoft/testsuites/hyperv/dynamic_memory.py`), adapted to one
-//! process. The "VM" is a child process, its "assigned memory" is its
-//! `RLIMIT_DATA` allowance, the "host" is this parent, which changes that
-//! allowance at run time with `prlimit`, and the "balloon" is a sibling child
-//! that takes and gives back real memory.
+//! The Part II suite on one host, without a VM: the eight tests of LISA's
+//! Hyper-V dynamic memory suite (`lisa/microsoft/testsuites/hyperv/
+//! dynamic_memory.py`), as an analogue. (The real one, with a QEMU guest
+//! and a virtio balloon, is `tests/vm_dynamic_memory.rs`.)
 //!
-//! Every case runs in bounded children (`RLIMIT_DATA`, `oom_score_adj` 1000,
-//! a wall-clock timeout; see `examples/rlimit_child.rs`). The limits hold
-//! every case under 330 MiB at once (the balloon cases: a 192 MiB guest and
-//! a 128 MiB balloon allowance); the whole run takes about a second. A case
-//! that needs what the host lacks is SKIPPED with its reason, and counted
-//! as skipped, never as passed.
+//! The "VM" of the balloon cases is a memory cgroup with a fixed limit
+//! (`vm.rs`); the "guest" and the "balloon" are two children in it, so what
+//! the balloon touches is charged to the guest's one limit. The "host" is
+//! this parent: it reads the cgroup's free memory and sets the guest's
+//! `RLIMIT_DATA` allowance to fit, with `prlimit`, so the guest's growth is
+//! refused at `mmap` instead of OOM-killed at a page fault. The other cases
+//! bound one child with `RLIMIT_DATA` alone.
+//!
+//! Every child runs with `oom_score_adj` 1000 and a memory limit, and the
+//! parent waits a bounded time for each of its reports (`STEP_TIMEOUT`) and
+//! for its whole run (`BOUND`). The suite forks, so it has its own
+//! single-threaded `main`. A case that needs what the host lacks is SKIPPED
+//! with its reason and the command that would provide it, and counted as
+//! skipped, never as passed.
 //!
 //! Run: `cargo test --test dynamic_memory` (all cases), or name cases:
 //! `cargo test --test dynamic_memory -- upper_limit cgroup_oom`.
