@@ -5,7 +5,7 @@
 //! (`push`, `Box::new`) aborts, which the demo shows in a child process (this
 //! program, re-run; so only the example binary runs that part).
 //!
-//! - Explained in: "Failing on purpose" (src/part2-failing-on-purpose.md)
+//! - Explained in: "A failing allocator" (src/part2-fault-injection.md)
 //! - Run: `cargo run --example fault_injection`
 //! - Tested by: `cargo test --example fault_injection`
 //! - Depends on: std
@@ -16,7 +16,7 @@ use std::collections::TryReserveError;
 use std::fmt::Debug;
 use std::process::ExitCode;
 
-// ANCHOR: allocator
+// ANCHOR: plan
 /// What the allocator does on the current thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -37,7 +37,9 @@ thread_local! {
     static LIVE: Cell<usize> = const { Cell::new(0) };
     static FIRED: Cell<bool> = const { Cell::new(false) };
 }
+// ANCHOR_END: plan
 
+// ANCHOR: should_fail
 /// Decides whether this allocation of `grow` more bytes fails, and counts it.
 fn should_fail(grow: usize) -> bool {
     let plan = PLAN.try_with(Cell::get).unwrap_or(Plan::Off);
@@ -61,8 +63,11 @@ fn should_fail(grow: usize) -> bool {
 fn freed(bytes: usize) {
     let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(bytes)));
 }
+// ANCHOR_END: should_fail
 
-/// The system allocator, with failures on purpose.
+// ANCHOR: global_alloc
+/// The system allocator, with failures on purpose. (`alloc_zeroed` keeps
+/// its default, which calls `alloc`.)
 pub struct FaultInjector;
 
 // SAFETY: every call forwards to `System` with the caller's arguments, or
@@ -74,14 +79,6 @@ unsafe impl GlobalAlloc for FaultInjector {
         }
         // SAFETY: the caller's contract for `alloc` is System's.
         unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if should_fail(layout.size()) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -104,6 +101,7 @@ unsafe impl GlobalAlloc for FaultInjector {
 
 #[global_allocator]
 static GLOBAL: FaultInjector = FaultInjector;
+// ANCHOR_END: global_alloc
 
 /// What happened under a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +112,7 @@ pub struct Stats {
     pub fired: bool,
 }
 
+// ANCHOR: with_plan
 /// Runs `f` with `plan` on this thread only; other threads never fail.
 pub fn with_plan<R>(plan: Plan, f: impl FnOnce() -> R) -> (R, Stats) {
     struct Reset;
@@ -135,7 +134,7 @@ pub fn with_plan<R>(plan: Plan, f: impl FnOnce() -> R) -> (R, Stats) {
     };
     (result, stats)
 }
-// ANCHOR_END: allocator
+// ANCHOR_END: with_plan
 
 // ANCHOR: log
 /// An append-only log: the bytes of every record in one buffer, and where
@@ -169,6 +168,8 @@ impl RecordLog {
         Ok(())
     }
 
+    // ANCHOR_END: log
+
     /// The infallible version: if an allocation fails, `extend_from_slice`
     /// and `push` call `handle_alloc_error`, which aborts the process.
     pub fn append(&mut self, record: &[u8]) {
@@ -184,6 +185,7 @@ impl RecordLog {
         self.ends.is_empty()
     }
 
+    // ANCHOR: check
     /// The invariant, checked.
     pub fn check(&self) -> Result<(), String> {
         let last = self.ends.last().copied().unwrap_or(0);
@@ -198,8 +200,8 @@ impl RecordLog {
         }
         Ok(())
     }
+    // ANCHOR_END: check
 }
-// ANCHOR_END: log
 
 // ANCHOR: oom_test
 /// SpiderMonkey's `oomTest`, for Rust. Runs `op` on a fresh state with
@@ -265,6 +267,7 @@ fn abort_in_child() -> ! {
     with_plan(Plan::FailNth { n: 0 }, || log.append(b"never stored"));
     unreachable!("the append above aborts the process");
 }
+// ANCHOR_END: abort_child
 
 const CHILD_ENV: &str = "FAULT_INJECTION_CHILD";
 
@@ -309,16 +312,103 @@ fn abort_demo() -> Result<String, String> {
     let first = stderr.lines().next().unwrap_or("");
     Ok(format!("child {how}; it printed {first:?}"))
 }
-// ANCHOR_END: abort_child
+
+const PROGRAM: &str = "fault_injection";
+const USAGE: &str = "usage: fault_injection
+  takes no flags: runs the oomTest loop over a record log, a budget, and an
+  infallible append in a child process";
+
+// SHARED: cli (canonical: examples/map_and_touch.rs)
+/// The command line, read the same way by every example: `--name value`
+/// flags and switches, then `-- words` for a command to run. `--help` prints
+/// the usage and exits 0; anything wrong prints one line naming the flag
+/// and exits 2.
+struct Args {
+    program: &'static str,
+    words: Vec<String>,
+}
+
+#[allow(dead_code)] // each example uses the methods it needs
+impl Args {
+    fn parse(program: &'static str, usage: &str) -> Args {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        if words
+            .iter()
+            .take_while(|w| *w != "--")
+            .any(|w| w == "--help" || w == "-h")
+        {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        Args { program, words }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        eprintln!("{}: {why} (see --help)", self.program);
+        std::process::exit(2)
+    }
+
+    /// `--name VALUE`, taken off the command line.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name)?;
+        if self.words.get(at + 1).is_none_or(|value| value == "--") {
+            self.fail(&format!("{name} needs a value"));
+        }
+        self.words.remove(at);
+        Some(self.words.remove(at))
+    }
+
+    /// `--name N`: a whole number in `range`, or `default` if absent.
+    fn number(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let Some(text) = self.text(name) else {
+            return default;
+        };
+        match text.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                let (min, max) = (range.start(), range.end());
+                self.fail(&format!(
+                    "{name} takes a whole number from {min} to {max}, not `{text}`"
+                ))
+            }
+        }
+    }
+
+    /// Whether the switch `--name` was given.
+    fn switch(&mut self, name: &str) -> bool {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name);
+        at.map(|at| self.words.remove(at)).is_some()
+    }
+
+    /// The words after `--` (a command to run), or none.
+    fn rest(&mut self) -> Vec<String> {
+        let at = self.words.iter().position(|w| w == "--");
+        at.map(|at| self.words.split_off(at).split_off(1))
+            .unwrap_or_default()
+    }
+
+    /// Ends the parse: a word no flag took is an error.
+    fn finish(self) {
+        if let Some(word) = self.words.first() {
+            self.fail(&format!("unknown argument `{word}`"));
+        }
+    }
+}
+// SHARED_END: cli
 
 fn main() -> ExitCode {
     if std::env::var_os(CHILD_ENV).is_some() {
         abort_in_child();
     }
-    if std::env::args().len() > 1 {
-        eprintln!("fault_injection: takes no arguments\nusage: fault_injection");
-        return ExitCode::from(2);
-    }
+    Args::parse(PROGRAM, USAGE).finish();
     println!("oomTest over RecordLog::try_append, 3 records:");
     let careful = oom_test(
         RecordLog::default,

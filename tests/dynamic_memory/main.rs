@@ -1,45 +1,57 @@
-//! The Part II suite: the eight tests of LISA's Hyper-V dynamic memory suite
-//! (`lisa/microsoft/testsuites/hyperv/dynamic_memory.py`), adapted to one
-//! process. The "VM" is a child process, its "assigned memory" is its
-//! `RLIMIT_DATA` allowance, the "host" is this parent, which changes that
-//! allowance at run time with `prlimit`, and the "balloon" is a sibling child
-//! that takes and gives back real memory.
+//! The Part II suite on one host, without a VM: the eight tests of LISA's
+//! Hyper-V dynamic memory suite (`lisa/microsoft/testsuites/hyperv/
+//! dynamic_memory.py`), as an analogue. (The real one, with a QEMU guest
+//! and a virtio balloon, is `tests/vm_dynamic_memory.rs`.)
 //!
-//! Every case runs in bounded children (`RLIMIT_DATA`, `oom_score_adj` 1000,
-//! a wall-clock timeout; see `examples/rlimit_child.rs`). The limits hold
-//! every case under 330 MiB at once (the balloon cases: a 192 MiB guest and
-//! a 128 MiB balloon allowance); the whole run takes about a second. A case
-//! that needs what the host lacks is SKIPPED with its reason, and counted
-//! as skipped, never as passed.
+//! The "VM" of the balloon cases is a memory cgroup with a fixed limit
+//! (`vm.rs`); the "guest" and the "balloon" are two children in it, so what
+//! the balloon touches is charged to the guest's one limit. The "host" is
+//! this parent: it reads the cgroup's free memory and sets the guest's
+//! `RLIMIT_DATA` allowance to fit, with `prlimit`, so the guest's growth is
+//! refused at `mmap` instead of OOM-killed at a page fault. The other cases
+//! bound one child with `RLIMIT_DATA` alone.
+//!
+//! Every child runs with `oom_score_adj` 1000 and a memory limit, and the
+//! parent waits a bounded time for each of its reports (`STEP_TIMEOUT`) and
+//! for its whole run (`BOUND`). The suite forks, so it has its own
+//! single-threaded `main`. A case that needs what the host lacks is SKIPPED
+//! with its reason and the command that would provide it, and counted as
+//! skipped, never as passed.
 //!
 //! Run: `cargo test --test dynamic_memory` (all cases), or name cases:
 //! `cargo test --test dynamic_memory -- upper_limit cgroup_oom`.
 //! Explained in src/part2-test-suite.md.
 
 #[cfg(target_os = "linux")]
-#[path = "../examples/linear_memory.rs"]
+#[path = "../../examples/linear_memory.rs"]
 #[allow(dead_code, unused_imports)]
 mod linear_memory;
 
 #[cfg(target_os = "linux")]
-#[path = "../examples/remap_memory.rs"]
+#[path = "../../examples/remap_memory.rs"]
 #[allow(dead_code, unused_imports)]
 mod remap_memory;
 
 #[cfg(target_os = "linux")]
-#[path = "../examples/rlimit_child.rs"]
+#[path = "../../examples/rlimit_child.rs"]
 #[allow(dead_code, unused_imports)]
 mod rlimit_child;
 
 #[cfg(target_os = "linux")]
-#[path = "../examples/pressure.rs"]
+#[path = "../../examples/pressure.rs"]
 #[allow(dead_code, unused_imports)]
 mod pressure;
 
 #[cfg(target_os = "linux")]
-#[path = "../examples/memory_meter.rs"]
+#[path = "../../examples/memory_meter.rs"]
 #[allow(dead_code, unused_imports)]
 mod memory_meter;
+
+#[cfg(target_os = "linux")]
+mod talk;
+
+#[cfg(target_os = "linux")]
+mod vm;
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -54,12 +66,15 @@ fn main() -> std::process::ExitCode {
 #[cfg(target_os = "linux")]
 mod suite {
     use super::linear_memory::{LinearMemory, WASM_PAGE};
-    use super::memory_meter::{self, MemoryCgroup, Version};
+    use super::memory_meter;
     use super::pressure;
     use super::remap_memory::{Growth, RemapMemory};
-    use super::rlimit_child::{self, Link, MemoryLimit, Outcome, Resource, Running};
+    use super::rlimit_child::{self, MemoryLimit, Outcome, Resource, Running};
+    use super::talk::{self, Ends};
+    use super::vm::{self, CgroupGuard};
+    use std::os::fd::RawFd;
     use std::panic::{catch_unwind, AssertUnwindSafe};
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::ExitCode;
     use std::time::{Duration, Instant};
 
@@ -67,10 +82,13 @@ mod suite {
     const KIB: u64 = 1 << 10;
     /// One `memory.grow` step: a WebAssembly page, 64 KiB.
     const STEP: u64 = WASM_PAGE as u64;
-    /// The wall-clock bound of every child.
-    const TIMEOUT: Duration = Duration::from_secs(15);
+    /// The wall-clock bound of every child, from its start to its end.
+    const BOUND: Duration = Duration::from_secs(120);
+    /// How long the parent waits for a child's next report. A child that
+    /// makes progress gets a new wait with each report; one that is stuck
+    /// ends the case after this long, and `BOUND` caps the whole child.
+    const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-    // ANCHOR: cases
     /// How a case ended. A skip carries its reason and is never a pass.
     enum Verdict {
         Passed(String),
@@ -126,9 +144,10 @@ mod suite {
             .filter(|a| !a.starts_with('-'))
             .collect();
         println!(
-            "dynamic_memory: LISA's dynamic memory tests for one process; \
-             every child bounded by RLIMIT_DATA, oom_score_adj 1000 and a {} s timeout",
-            TIMEOUT.as_secs()
+            "dynamic_memory: LISA's dynamic memory tests, on one host without a VM; every child \
+             bounded by RLIMIT_DATA, oom_score_adj 1000, {} s per report and {} s in all",
+            STEP_TIMEOUT.as_secs(),
+            BOUND.as_secs()
         );
         let started = Instant::now();
         let (mut passed, mut failed, mut skipped) = (0, 0, 0);
@@ -173,7 +192,6 @@ mod suite {
             ExitCode::SUCCESS
         }
     }
-    // ANCHOR_END: cases
 
     fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         panic
@@ -192,14 +210,12 @@ mod suite {
         }
     }
 
-    // ANCHOR: values_close
     /// The kernel cgroup selftests' tolerance (`values_close` in
     /// tools/testing/selftests/cgroup): `a` and `b` differ by at most
     /// `err` percent of their sum.
     fn values_close(a: u64, b: u64, err: u64) -> bool {
         a.abs_diff(b) <= (a + b) / 100 * err
     }
-    // ANCHOR_END: values_close
 
     fn mib(bytes: u64) -> String {
         format!("{:.1} MiB", bytes as f64 / MIB as f64)
@@ -234,7 +250,6 @@ mod suite {
 
     // ---- The grower: a LinearMemory that grows until the OS refuses ----
 
-    // ANCHOR: grower
     /// Page `p` of a memory holds this pattern, different for each page.
     struct Pattern(Vec<u8>);
 
@@ -289,7 +304,6 @@ mod suite {
         let data = rlimit_child::status_bytes("VmData:").map_err(io("VmData"))?;
         Ok(limit.rlim_cur.saturating_sub(data))
     }
-    // ANCHOR_END: grower
 
     /// Part I's two memories, as the cases use them.
     trait Grower {
@@ -340,7 +354,17 @@ mod suite {
     /// Grows an empty memory one step at a time to `pages`, writing each
     /// step's pattern as it goes.
     fn grow_filled(memory: &mut dyn Grower, pattern: &Pattern, pages: u32) -> Result<(), String> {
-        for page in 0..pages {
+        grow_filled_from(memory, pattern, 0, pages)
+    }
+
+    /// Grows a memory of `from` pages by `pages` more, one step at a time.
+    fn grow_filled_from(
+        memory: &mut dyn Grower,
+        pattern: &Pattern,
+        from: u32,
+        pages: u32,
+    ) -> Result<(), String> {
+        for page in from..from + pages {
             ensure(memory.grow(1) == page as i32, || {
                 format!("grow {page} refused")
             })?;
@@ -354,7 +378,6 @@ mod suite {
 
     // ---- upper_limit ----
 
-    // ANCHOR: upper_limit
     /// LISA `verify_dynamic_memory_upper_limit`: under stress, assigned
     /// memory reaches the configured maximum (within 128 MB). Here: under a
     /// 64 MiB RLIMIT_DATA allowance, `memory.grow` stops with -1 less than
@@ -365,12 +388,12 @@ mod suite {
         let mut detail = Vec::new();
         let strategies = [("Remap", false), ("Reserved", true)];
         for (name, strategy) in strategies {
-            let report = rlimit_child::run(data_limit(64 * MIB, None), TIMEOUT, move |link| {
+            let report = rlimit_child::run(data_limit(64 * MIB, None), BOUND, move |link| {
                 let pattern = Pattern::new();
                 let mut memory = new_memory(strategy)?;
                 let pages = grow_until_refused(memory.as_mut(), &pattern)?;
                 let line = format!("pages={pages} headroom={}", headroom()?);
-                link.say(&line).map_err(|e| e.to_string())
+                link.say(&line)
             })
             .map_err(io("fork"))?;
             expect_exit_0(name, &report)?;
@@ -397,24 +420,24 @@ mod suite {
         }
         Ok(Verdict::Passed(detail.join("\n")))
     }
-    // ANCHOR_END: upper_limit
 
     // ---- hot_add ----
 
-    // ANCHOR: hot_add
     /// LISA `verify_dynamic_memory_hot_add`: stress makes the host add
     /// memory. Here the host (this parent) raises the child's soft limit
     /// from 32 to 64 MiB at run time, within the hard limit; the grow that
     /// was refused now succeeds, and the data is intact.
     fn hot_add() -> CaseResult {
         let limit = data_limit(32 * MIB, Some(64 * MIB));
-        let mut child = rlimit_child::spawn(limit, TIMEOUT, |link: &mut Link| {
+        let (mut host, mut guest) = talk::channel().map_err(io("pipe"))?;
+        let host_fds = host.fds();
+        let child = rlimit_child::spawn(limit, BOUND, move |_| {
+            Ends::close_in_child(host_fds);
             let pattern = Pattern::new();
             let mut memory = new_memory(false)?;
             let first = grow_until_refused(memory.as_mut(), &pattern)?;
-            let line = format!("pages={first} headroom={}", headroom()?);
-            link.say(&line).map_err(|e| e.to_string())?;
-            link.hear().map_err(|e| e.to_string())?; // the host added memory
+            guest.say(&format!("pages={first} headroom={}", headroom()?))?;
+            guest.hear(BOUND)?; // the host added memory
             let old = memory.grow(1);
             ensure(old == first as i32, || {
                 format!("the grow after the hot add returned {old}")
@@ -424,12 +447,11 @@ mod suite {
                 .write(offset, pattern.page(first))
                 .map_err(|e| e.to_string())?;
             let second = grow_until_refused(memory.as_mut(), &pattern)?;
-            let line = format!("pages={second} headroom={}", headroom()?);
-            link.say(&line).map_err(|e| e.to_string())
+            guest.say(&format!("pages={second} headroom={}", headroom()?))
         })
         .map_err(io("fork"))?;
 
-        let line = child.listen().map_err(io("first plateau"))?;
+        let line = host.hear(STEP_TIMEOUT)?;
         let (first, room1) = (field(&line, "pages")?, field(&line, "headroom")?);
         let pid = child.pid();
         let old = rlimit_child::get_limit(pid, Resource::Data).map_err(io("prlimit"))?;
@@ -439,7 +461,7 @@ mod suite {
         };
         rlimit_child::set_limit(pid, Resource::Data, &raised)
             .map_err(io("raise the soft limit"))?;
-        // Past the hard limit needs CAP_SYS_RESOURCE, which this sandbox lacks.
+        // Past the hard limit needs CAP_SYS_RESOURCE.
         let past = libc::rlimit {
             rlim_cur: old.rlim_max + MIB,
             rlim_max: old.rlim_max + MIB,
@@ -448,8 +470,8 @@ mod suite {
             Ok(()) => "raising the hard limit too was allowed (CAP_SYS_RESOURCE)".to_string(),
             Err(e) => format!("raising the hard limit was refused: {e}"),
         };
-        child.tell("added").map_err(io("tell"))?;
-        let line = child.listen().map_err(io("second plateau"))?;
+        host.say("added")?;
+        let line = host.hear(STEP_TIMEOUT)?;
         let (second, room2) = (field(&line, "pages")?, field(&line, "headroom")?);
         let report = child.wait().map_err(io("wait"))?;
         expect_exit_0("hot_add", &report)?;
@@ -479,50 +501,62 @@ mod suite {
             mib(added)
         )))
     }
-    // ANCHOR_END: hot_add
 
     // ---- balloon_up and balloon_down ----
 
-    /// The guest's allowance, what it has grown to before the balloon, and
-    /// what the balloon takes.
-    const ALLOWANCE: u64 = 192 * MIB;
-    const WORKING_SET: u32 = 1024; // pages: 64 MiB
+    /// The VM: a memory cgroup of this size holds guest and balloon.
+    const VM: u64 = 256 * MIB;
+    /// What the guest grows to before the balloon, in pages: 64 MiB.
+    const WORKING_SET: u32 = 1024;
+    /// What the balloon takes.
     const BALLOON: u64 = 96 * MIB;
+    /// What the host keeps free in the VM when it sizes the guest's
+    /// allowance, for page tables and the children's own small heaps, so
+    /// that the VM never reaches its limit (where the kernel would OOM-kill
+    /// inside it).
+    const SLACK: u64 = 16 * MIB;
 
-    // ANCHOR: balloon
-    /// The guest: grows to its working set, then grows until refused each
-    /// time the host says `grow`, and reports where it stopped.
-    fn guest(link: &mut Link) -> Result<(), String> {
+    /// The guest: joins the VM, grows to its working set, then, each time
+    /// the host says `grow`, grows until its allowance refuses it and
+    /// reports where it stopped and how much `VmData` it has.
+    fn guest(procs: &Path, host_fds: [RawFd; 2], mut host: Ends) -> Result<(), String> {
+        Ends::close_in_child(host_fds);
+        vm::join(procs)?;
         let pattern = Pattern::new();
         let mut memory = new_memory(false)?;
         grow_filled(memory.as_mut(), &pattern, WORKING_SET)?;
-        link.say(&format!("pages={WORKING_SET}"))
-            .map_err(|e| e.to_string())?;
-        while link.hear().map_err(|e| e.to_string())? == "grow" {
+        let data = rlimit_child::status_bytes("VmData:").map_err(io("VmData"))?;
+        host.say(&format!("pages={WORKING_SET} data={data}"))?;
+        while host.hear(BOUND)? == "grow" {
             let pages = grow_until_refused(memory.as_mut(), &pattern)?;
-            let line = format!("pages={pages} headroom={}", headroom()?);
-            link.say(&line).map_err(|e| e.to_string())?;
+            let data = rlimit_child::status_bytes("VmData:").map_err(io("VmData"))?;
+            host.say(&format!(
+                "pages={pages} headroom={} data={data}",
+                headroom()?
+            ))?;
         }
         Ok(())
     }
 
-    /// The balloon: takes `BALLOON` bytes on `take`, releases them on
-    /// `release`, and ends on `exit`.
-    fn balloon(link: &mut Link) -> Result<(), String> {
+    /// The balloon: joins the VM, takes `BALLOON` bytes of real memory on
+    /// `take`, releases them on `release`, and ends on `exit`.
+    fn balloon(procs: &Path, host_fds: [RawFd; 2], mut host: Ends) -> Result<(), String> {
+        Ends::close_in_child(host_fds);
+        vm::join(procs)?;
         let method = pressure::choose(pressure::Touch::Auto)?;
         let mut generator = pressure::Generator::new(method).map_err(|e| e.to_string())?;
-        link.say("ready").map_err(|e| e.to_string())?;
+        host.say("ready")?;
         loop {
-            match link.hear().map_err(|e| e.to_string())?.as_str() {
+            match host.hear(BOUND)?.as_str() {
                 "take" => {
                     generator
                         .take(BALLOON as usize, &mut |_| {})
                         .map_err(io("take"))?;
-                    link.say("took").map_err(|e| e.to_string())?;
+                    host.say("took")?;
                 }
                 "release" => {
                     generator.release_all().map_err(io("release"))?;
-                    link.say("released").map_err(|e| e.to_string())?;
+                    host.say("released")?;
                 }
                 "exit" => return Ok(()),
                 other => return Err(format!("unknown command {other:?}")),
@@ -530,65 +564,92 @@ mod suite {
         }
     }
 
-    /// A guest and an inflated balloon, as `balloon_up` leaves them.
-    struct Inflated {
-        guest: Running,
-        balloon: Running,
-        /// The guest's size when the tighter budget refused it.
-        refused_at: u64,
-        headroom: u64,
-        /// The balloon's RSS before and after it took its memory.
-        balloon_rss: (u64, u64),
-        psi: String,
-        available: String,
+    /// A child of the VM, and the host's end of its channel.
+    struct Member {
+        child: Running,
+        host: Ends,
     }
 
-    /// The host comes under pressure: the balloon takes 96 MiB, and the host
-    /// takes that much from the guest's allowance (`prlimit`). The guest's
-    /// next growth fails cleanly at the tighter budget.
-    fn inflate() -> Result<Inflated, String> {
-        let limit = data_limit(ALLOWANCE, Some(ALLOWANCE));
-        let mut guest = rlimit_child::spawn(limit, TIMEOUT, guest).map_err(io("fork guest"))?;
-        guest.listen().map_err(io("guest start"))?;
-        let balloon_limit = data_limit(BALLOON + 32 * MIB, None);
-        let mut balloon =
-            rlimit_child::spawn(balloon_limit, TIMEOUT, balloon).map_err(io("fork balloon"))?;
-        balloon.listen().map_err(io("balloon start"))?;
+    fn start(
+        cgroup: &CgroupGuard,
+        limit: Option<MemoryLimit>,
+        body: fn(&Path, [RawFd; 2], Ends) -> Result<(), String>,
+    ) -> Result<Member, String> {
+        let (host, child_side) = talk::channel().map_err(io("pipe"))?;
+        let (procs, host_fds) = (cgroup.procs(), host.fds());
+        let child = rlimit_child::spawn(limit, BOUND, move |_| body(&procs, host_fds, child_side))
+            .map_err(io("fork"))?;
+        Ok(Member { child, host })
+    }
 
-        let psi_before = memory_meter::pressure();
-        let available_before = pressure::meminfo();
-        let rss = |pid| memory_meter::rss(Some(pid)).map(|r| r.value);
-        let rss_before = rss(balloon.pid())?;
-        balloon.tell("take").map_err(io("tell"))?;
-        balloon.listen().map_err(io("balloon take"))?;
-        let rss_after = rss(balloon.pid())?;
-        let psi = psi_delta(&psi_before, &memory_meter::pressure());
-        let available = match (available_before, pressure::meminfo()) {
-            (Ok(b), Ok(a)) => format!(
-                "MemAvailable {:+.1} MiB (system-wide, reported only)",
-                (a.available as f64 - b.available as f64) / MIB as f64
-            ),
-            (Err(why), _) | (_, Err(why)) => format!("MemAvailable unavailable: {why}"),
-        };
-
-        // The host takes the balloon's share out of the guest's allowance.
-        let old = rlimit_child::get_limit(guest.pid(), Resource::Data).map_err(io("prlimit"))?;
-        let tighter = libc::rlimit {
-            rlim_cur: old.rlim_cur - BALLOON,
+    /// The host sizes the guest's allowance from the VM's free memory, as
+    /// the cgroup counts it: what the guest has now, plus what is free,
+    /// less the slack.
+    fn size_guest(vm: &CgroupGuard, guest: &Member, data: u64) -> Result<u64, String> {
+        let free = vm.limit()?.saturating_sub(vm.usage()?);
+        let allowance = data + free.saturating_sub(SLACK);
+        let pid = guest.child.pid();
+        let old = rlimit_child::get_limit(pid, Resource::Data).map_err(io("prlimit"))?;
+        let new = libc::rlimit {
+            rlim_cur: allowance,
             rlim_max: old.rlim_max,
         };
-        rlimit_child::set_limit(guest.pid(), Resource::Data, &tighter).map_err(io("balloon up"))?;
-        guest.tell("grow").map_err(io("tell"))?;
-        let line = guest.listen().map_err(io("guest grow"))?;
-        Ok(Inflated {
+        rlimit_child::set_limit(pid, Resource::Data, &new).map_err(io("size the guest"))?;
+        Ok(free)
+    }
+
+    /// A guest and an inflated balloon in one VM, as `balloon_up` leaves
+    /// them.
+    struct Inflated {
+        vm: CgroupGuard,
+        guest: Member,
+        balloon: Member,
+        /// The VM's usage before and after the balloon took its memory.
+        vm_usage: (u64, u64),
+        /// What was free in the VM when the host sized the guest.
+        free: u64,
+        /// The guest's size when its allowance refused it, its headroom
+        /// then, and its `VmData`.
+        refused_at: u64,
+        headroom: u64,
+        data: u64,
+        psi: String,
+    }
+
+    /// Host pressure: the balloon takes 96 MiB inside the VM; the host
+    /// sizes the guest to what is left; the guest grows until refused.
+    fn inflate() -> Result<Result<Inflated, String>, String> {
+        let vm = match vm::create("dynamic-memory-vm", VM)? {
+            Ok(vm) => vm,
+            Err(vm::NoCgroup(why)) => return Ok(Err(why)),
+        };
+        // RLIMIT_DATA far above the VM: the cgroup is the bound until the
+        // host sizes the guest.
+        let mut guest = start(&vm, data_limit(2 * VM, None), guest)?;
+        let line = guest.host.hear(STEP_TIMEOUT)?;
+        field(&line, "data")?;
+        let mut balloon = start(&vm, data_limit(BALLOON + 32 * MIB, None), balloon)?;
+        balloon.host.hear(STEP_TIMEOUT)?;
+        let psi_before = memory_meter::pressure();
+        let before = vm.usage()?;
+        balloon.host.say("take")?;
+        balloon.host.hear(STEP_TIMEOUT)?;
+        let after = vm.usage()?;
+        let psi = psi_delta(&psi_before, &memory_meter::pressure());
+        let free = size_guest(&vm, &guest, field(&line, "data")?)?;
+        guest.host.say("grow")?;
+        let line = guest.host.hear(STEP_TIMEOUT)?;
+        Ok(Ok(Inflated {
             refused_at: field(&line, "pages")? * STEP,
             headroom: field(&line, "headroom")?,
+            data: field(&line, "data")?,
+            vm,
             guest,
             balloon,
-            balloon_rss: (rss_before, rss_after),
+            vm_usage: (before, after),
+            free,
             psi,
-            available,
-        })
+        }))
     }
 
     fn psi_delta(
@@ -605,21 +666,49 @@ mod suite {
         }
     }
 
-    /// Ends both children and checks that they exited cleanly.
-    fn finish(mut guest: Running, mut balloon: Running) -> Result<(), String> {
-        guest.tell("exit").map_err(io("tell"))?;
-        balloon.tell("exit").map_err(io("tell"))?;
-        expect_exit_0("guest", &guest.wait().map_err(io("wait"))?)?;
-        expect_exit_0("balloon", &balloon.wait().map_err(io("wait"))?)
+    /// Checks what every balloon case checks: the VM never reached its
+    /// limit, nobody in it was OOM-killed, and both children exit cleanly.
+    fn finish(state: Inflated) -> Result<String, String> {
+        let Inflated {
+            vm,
+            mut guest,
+            mut balloon,
+            ..
+        } = state;
+        let usage = vm.usage()?;
+        let kills = vm.oom_kills()?;
+        guest.host.say("exit")?;
+        balloon.host.say("exit")?;
+        expect_exit_0("guest", &guest.child.wait().map_err(io("wait"))?)?;
+        expect_exit_0("balloon", &balloon.child.wait().map_err(io("wait"))?)?;
+        ensure(usage < VM && kills == 0, || {
+            format!(
+                "the VM used {} of {} and saw {kills} OOM kills",
+                mib(usage),
+                mib(VM)
+            )
+        })?;
+        Ok(format!(
+            "VM {}: {} used of {}, oom_kill 0 ({}, {})",
+            vm.name,
+            mib(usage),
+            mib(VM),
+            vm.oom_file(),
+            vm.version()
+        ))
     }
 
     /// LISA `verify_dynamic_memory_balloon_up`: host pressure inflates the
-    /// balloon and the VM's assigned memory falls.
+    /// balloon, and the VM's memory left to the guest falls.
     fn balloon_up() -> CaseResult {
-        let state = inflate()?;
-        let rise = state.balloon_rss.1.saturating_sub(state.balloon_rss.0);
+        let state = match inflate()? {
+            Ok(state) => state,
+            Err(why) => return Ok(Verdict::Skipped(why)),
+        };
+        let (before, after) = state.vm_usage;
+        let rise = after.saturating_sub(before);
         ensure(values_close(rise, BALLOON, 3), || {
-            format!("the balloon's RSS rose {}, not 96 MiB within 3%", mib(rise))
+            format!("the VM's usage rose {}, not 96 MiB within 3%", mib(rise))
         })?;
         ensure(state.headroom < STEP, || {
             format!(
@@ -627,56 +716,54 @@ mod suite {
                 state.headroom / KIB
             )
         })?;
-        let budget = ALLOWANCE - BALLOON;
-        ensure(values_close(state.refused_at, budget, 3), || {
+        // The guest's VmData may exceed what it touched by a little (its
+        // heap); what it grew past its working set must fit what was free.
+        let grown = state.refused_at - u64::from(WORKING_SET) * STEP;
+        let expected = state.free.saturating_sub(SLACK);
+        ensure(values_close(grown, expected, 3), || {
             format!(
-                "the guest stopped at {}, not 96 MiB within 3%",
-                mib(state.refused_at)
+                "the guest grew {} after the balloon, not the {} the VM had left within 3%",
+                mib(grown),
+                mib(expected)
             )
         })?;
         let detail = format!(
-            "balloon RSS {} -> {} (+96 MiB within 3%); guest allowance 192 -> 96 MiB; the \
-             guest grew from 64 MiB and was refused at {} ({} KiB left), no crash, bytes \
-             intact\n{}; {}",
-            mib(state.balloon_rss.0),
-            mib(state.balloon_rss.1),
+            "the balloon took 96 MiB in the VM: its usage {} -> {} (+96 MiB within 3%); the \
+             host sized the guest to the {} left (less {} slack); the guest grew from 64 MiB \
+             by {} and was refused at {} ({} KiB left), no crash, bytes intact\n{}",
+            mib(before),
+            mib(after),
+            mib(state.free),
+            mib(SLACK),
+            mib(grown),
             mib(state.refused_at),
             state.headroom / KIB,
-            state.psi,
-            state.available
+            state.psi
         );
-        finish(state.guest, state.balloon)?;
-        Ok(Verdict::Passed(detail))
+        let end = finish(state)?;
+        Ok(Verdict::Passed(format!("{detail}\n{end}")))
     }
-    // ANCHOR_END: balloon
 
-    // ANCHOR: balloon_down
     /// LISA `verify_dynamic_memory_balloon_down`: the balloon deflates and
-    /// the VM's assigned memory grows again. Here the balloon releases its
-    /// 96 MiB (RSS falls by that, within 3%), the host gives the guest its
-    /// allowance back, and the guest's growth resumes.
+    /// the guest's memory grows again. Here the balloon releases its 96 MiB
+    /// (the VM's usage falls by that, within 3%), the host sizes the guest
+    /// to the VM's free memory again, and the guest's growth resumes.
     fn balloon_down() -> CaseResult {
-        let mut state = inflate()?;
-        let rss = |pid| memory_meter::rss(Some(pid)).map(|r| r.value);
-        let psi_before = memory_meter::pressure();
-        state.balloon.tell("release").map_err(io("tell"))?;
-        state.balloon.listen().map_err(io("balloon release"))?;
-        let released = rss(state.balloon.pid())?;
-        let psi = psi_delta(&psi_before, &memory_meter::pressure());
-        let fall = state.balloon_rss.1.saturating_sub(released);
-        ensure(values_close(fall, BALLOON, 3), || {
-            format!("the balloon's RSS fell {}, not 96 MiB within 3%", mib(fall))
-        })?;
-
-        let pid = state.guest.pid();
-        let old = rlimit_child::get_limit(pid, Resource::Data).map_err(io("prlimit"))?;
-        let restored = libc::rlimit {
-            rlim_cur: old.rlim_cur + BALLOON,
-            rlim_max: old.rlim_max,
+        let mut state = match inflate()? {
+            Ok(state) => state,
+            Err(why) => return Ok(Verdict::Skipped(why)),
         };
-        rlimit_child::set_limit(pid, Resource::Data, &restored).map_err(io("balloon down"))?;
-        state.guest.tell("grow").map_err(io("tell"))?;
-        let line = state.guest.listen().map_err(io("guest grow"))?;
+        let before = state.vm.usage()?;
+        state.balloon.host.say("release")?;
+        state.balloon.host.hear(STEP_TIMEOUT)?;
+        let released = state.vm.usage()?;
+        let fall = before.saturating_sub(released);
+        ensure(values_close(fall, BALLOON, 3), || {
+            format!("the VM's usage fell {}, not 96 MiB within 3%", mib(fall))
+        })?;
+        let free = size_guest(&state.vm, &state.guest, state.data)?;
+        state.guest.host.say("grow")?;
+        let line = state.guest.host.hear(STEP_TIMEOUT)?;
         let (pages, room) = (field(&line, "pages")?, field(&line, "headroom")?);
         let resumed = pages * STEP - state.refused_at;
         ensure(room < STEP, || {
@@ -686,33 +773,43 @@ mod suite {
             format!("growth resumed by {}, not 96 MiB within 3%", mib(resumed))
         })?;
         let detail = format!(
-            "balloon released: RSS {} -> {} (-96 MiB within 3%); allowance back to 192 MiB; \
-             the guest grew from {} to {} (+96 MiB within 3%, {} KiB left), bytes intact\n{}",
-            mib(state.balloon_rss.1),
+            "the balloon released its memory: the VM's usage {} -> {} (-96 MiB within 3%); \
+             the host sized the guest to the {} free (less {} slack); the guest grew from {} \
+             to {} (+96 MiB within 3%, {} KiB left), bytes intact",
+            mib(before),
             mib(released),
+            mib(free),
+            mib(SLACK),
             mib(state.refused_at),
             mib(pages * STEP),
             room / KIB,
-            psi
         );
-        finish(state.guest, state.balloon)?;
-        Ok(Verdict::Passed(detail))
+        let end = finish(state)?;
+        Ok(Verdict::Passed(format!("{detail}\n{end}")))
     }
-    // ANCHOR_END: balloon_down
 
     // ---- lower_limit ----
 
-    // ANCHOR: lower_limit
     /// LISA `verify_dynamic_memory_lower_limit`: under host pressure,
     /// assigned memory falls to the configured minimum. Here: of a 64 MiB
     /// memory, 48 MiB are no longer in use; MADV_DONTNEED on them drops RSS
     /// by 48 MiB (within 3%), and the live 16 MiB are untouched: every page
     /// resident (mincore, exact) and every byte intact.
+    ///
+    /// The child reports its progress as it grows; the parent waits at most
+    /// `STEP_TIMEOUT` for each report, so a loaded machine slows the case
+    /// without failing it, and a stuck child still ends it.
     fn lower_limit() -> CaseResult {
-        let report = rlimit_child::run(data_limit(128 * MIB, None), TIMEOUT, |link| {
+        let (mut host, mut child_side) = talk::channel().map_err(io("pipe"))?;
+        let host_fds = host.fds();
+        let child = rlimit_child::spawn(data_limit(128 * MIB, None), BOUND, move |_| {
+            Ends::close_in_child(host_fds);
             let pattern = Pattern::new();
             let mut memory = new_memory(false)?;
-            grow_filled(memory.as_mut(), &pattern, 1024)?;
+            for part in 0..8 {
+                grow_filled_from(memory.as_mut(), &pattern, part * 128, 128)?;
+                child_side.say(&format!("grown={}", (part + 1) * 128))?;
+            }
             let live = 16 << 20;
             let rss = || memory_meter::rss(None).map(|r| r.value);
             let before = rss()?;
@@ -722,6 +819,7 @@ mod suite {
             let resident = |r: &[u8]| memory_meter::resident_pages(r, page).map_err(io("mincore"));
             let live_resident = resident(&memory.as_slice()[..live])?;
             let idle_resident = resident(&memory.as_slice()[live..])?;
+            child_side.say("measured")?;
             for p in 0..256 {
                 let bytes = memory
                     .slice(u64::from(p) * STEP, WASM_PAGE)
@@ -731,22 +829,27 @@ mod suite {
                 })?;
             }
             let zero = memory.as_slice()[live..].iter().all(|&b| b == 0);
-            link.say(&format!(
+            child_side.say(&format!(
                 "before={before} after={after} live={live_resident} idle={idle_resident} \
                  pages={} zero={}",
                 live / page,
                 u8::from(zero)
             ))
-            .map_err(|e| e.to_string())
         })
         .map_err(io("fork"))?;
+        let line = loop {
+            let line = host.hear(STEP_TIMEOUT)?;
+            if line.starts_with("before=") {
+                break line;
+            }
+        };
+        let report = child.wait().map_err(io("wait"))?;
         expect_exit_0("lower_limit", &report)?;
-        let line = report.output.trim();
-        let fall = field(line, "before")?.saturating_sub(field(line, "after")?);
+        let fall = field(&line, "before")?.saturating_sub(field(&line, "after")?);
         let (live, idle, pages) = (
-            field(line, "live")?,
-            field(line, "idle")?,
-            field(line, "pages")?,
+            field(&line, "live")?,
+            field(&line, "idle")?,
+            field(&line, "pages")?,
         );
         ensure(values_close(fall, 48 * MIB, 3), || {
             format!("RSS fell {}, not 48 MiB within 3%", mib(fall))
@@ -754,21 +857,19 @@ mod suite {
         ensure(live == pages && idle == 0, || {
             format!("resident: live {live} of {pages} pages, released {idle} (want all, 0)")
         })?;
-        ensure(field(line, "zero")? == 1, || {
+        ensure(field(&line, "zero")? == 1, || {
             "released pages did not read back as zero".into()
         })?;
         Ok(Verdict::Passed(format!(
             "RSS {} -> {} (-48 MiB within 3%); live 16 MiB: {live} of {pages} pages resident, \
              bytes intact; released 48 MiB: 0 pages resident, reads as zero",
-            mib(field(line, "before")?),
-            mib(field(line, "after")?)
+            mib(field(&line, "before")?),
+            mib(field(&line, "after")?)
         )))
     }
-    // ANCHOR_END: lower_limit
 
     // ---- hugepages ----
 
-    // ANCHOR: hugepages
     /// The THP mode (`always`, `madvise` or `never`), or why there is none.
     fn thp_mode() -> Result<String, String> {
         let path = "/sys/kernel/mm/transparent_hugepage/enabled";
@@ -793,7 +894,7 @@ mod suite {
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(2 * MIB);
-        let report = rlimit_child::run(data_limit(64 * MIB, None), TIMEOUT, move |link| {
+        let report = rlimit_child::run(data_limit(64 * MIB, None), BOUND, move |link| {
             let len = (4 * huge) as usize;
             let mut map = memmap2::MmapOptions::new()
                 .len(len + huge as usize)
@@ -819,7 +920,6 @@ mod suite {
                 "before={before} touched={touched} released={released} rss_touched={rss_touched} \
                  rss_released={rss_released} len={len}"
             ))
-            .map_err(|e| e.to_string())
         })
         .map_err(io("fork"))?;
         expect_exit_0("huge pages", &report)?;
@@ -891,101 +991,24 @@ mod suite {
     fn is_thp_skip(why: &str) -> bool {
         why.starts_with("THP is `never`") || why.starts_with("no transparent huge pages")
     }
-    // ANCHOR_END: hugepages
 
     // ---- cgroup_oom ----
 
-    // ANCHOR: cgroup_guard
-    /// A memory cgroup made for one case, removed on drop, even when the
-    /// case fails or panics.
-    struct CgroupGuard {
-        cgroup: MemoryCgroup,
-    }
-
-    impl CgroupGuard {
-        fn create(parent: &MemoryCgroup, name: &str) -> std::io::Result<CgroupGuard> {
-            let dir = parent.dir.join(name);
-            std::fs::create_dir(&dir)?;
-            Ok(CgroupGuard {
-                cgroup: MemoryCgroup {
-                    version: parent.version,
-                    dir,
-                },
-            })
-        }
-
-        fn write(&self, file: &str, value: &str) -> Result<(), String> {
-            let path = self.cgroup.dir.join(file);
-            std::fs::write(&path, value).map_err(|e| format!("{}: {e}", path.display()))
-        }
-    }
-
-    impl Drop for CgroupGuard {
-        fn drop(&mut self) {
-            // A cgroup can be removed once no process is in it; the kernel
-            // may need a moment after the last one is reaped.
-            for _ in 0..200 {
-                match std::fs::remove_dir(&self.cgroup.dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    _ => return,
-                }
-            }
-            eprintln!(
-                "dynamic_memory: could not remove {}",
-                self.cgroup.dir.display()
-            );
-        }
-    }
-    // ANCHOR_END: cgroup_guard
-
-    // ANCHOR: cgroup_oom
     /// No LISA counterpart: the kernel selftest `test_memcg_oom_events`
     /// (tools/testing/selftests/cgroup/test_memcontrol.c), for either cgroup
     /// version. A child that touches 64 MiB in a 32 MiB memory cgroup is
     /// killed by the OOM killer inside that cgroup (SIGKILL), and the
-    /// cgroup's `oom_kill` counter goes from 0 to 1.
+    /// cgroup's `oom_kill` counter goes from 0 to 1. It is what would happen
+    /// to a guest that ignored the balloon.
     fn cgroup_oom() -> CaseResult {
-        let parent = match memory_meter::memory_cgroup() {
-            Ok(cgroup) => cgroup,
-            Err(why) => return Ok(Verdict::Skipped(format!("no memory cgroup: {why}"))),
-        };
-        let name = format!("dynamic-memory-oom-{}", std::process::id());
-        let guard = match CgroupGuard::create(&parent, &name) {
+        let guard = match vm::create("dynamic-memory-oom", 32 * MIB)? {
             Ok(guard) => guard,
-            Err(e) => {
-                let why = format!("cannot create a cgroup in {}: {e}", parent.dir.display());
-                return Ok(Verdict::Skipped(why));
-            }
+            Err(vm::NoCgroup(why)) => return Ok(Verdict::Skipped(why)),
         };
-        let (limit_file, swap_file) = match parent.version {
-            Version::V2 => ("memory.max", "memory.swap.max"),
-            Version::V1 => ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"),
-        };
-        if !guard.cgroup.dir.join(limit_file).exists() {
-            return Ok(Verdict::Skipped(format!(
-                "{} has no {limit_file}: the memory controller is not enabled for children \
-                 of {} (this suite does not change cgroup.subtree_control)",
-                guard.cgroup.dir.display(),
-                parent.dir.display()
-            )));
-        }
-        guard.write(limit_file, &(32 * MIB).to_string())?;
-        // No swap to escape to, where the host has swap (as the selftest does).
-        if guard.cgroup.dir.join(swap_file).exists() {
-            let value = match parent.version {
-                Version::V2 => "0".to_string(),
-                Version::V1 => (32 * MIB).to_string(),
-            };
-            guard.write(swap_file, &value)?;
-        }
-        let kills_before = guard.cgroup.oom_kills()?.value;
-
-        let procs = guard.cgroup.dir.join("cgroup.procs");
-        let report = rlimit_child::run(data_limit(256 * MIB, None), TIMEOUT, move |link| {
-            join_cgroup(&procs)?;
-            link.say("joined").map_err(|e| e.to_string())?;
+        let kills_before = guard.oom_kills()?;
+        let procs = guard.procs();
+        let report = rlimit_child::run(data_limit(256 * MIB, None), BOUND, move |_| {
+            vm::join(&procs)?;
             let len = 64 << 20;
             let mut map = memmap2::MmapOptions::new()
                 .len(len)
@@ -998,40 +1021,29 @@ mod suite {
             Err("touched 64 MiB in a 32 MiB cgroup and was not killed".into())
         })
         .map_err(io("fork"))?;
-        let kills = guard.cgroup.oom_kills()?;
+        let kills = guard.oom_kills()?;
         let peak = guard.cgroup.peak().ok().and_then(|r| r.value);
-        ensure(
-            report.outcome
-                == (Outcome::Killed {
-                    signal: libc::SIGKILL,
-                }),
-            || format!("the child {} ({})", report.outcome, report.output.trim()),
-        )?;
-        ensure(kills.value == kills_before + 1, || {
+        let sigkill = Outcome::Killed {
+            signal: libc::SIGKILL,
+        };
+        ensure(report.outcome == sigkill, || {
+            format!("the child {} ({})", report.outcome, report.output.trim())
+        })?;
+        ensure(kills == kills_before + 1, || {
             format!(
-                "oom_kill went {kills_before} -> {} in {}",
-                kills.value, kills.source
+                "oom_kill went {kills_before} -> {kills} in {}",
+                guard.oom_file()
             )
         })?;
         Ok(Verdict::Passed(format!(
-            "cgroup {} ({}), limit 32 MiB: the child was {}; oom_kill {kills_before} -> {} \
-             ({}); cgroup peak {}; child peak RSS {}; the cgroup is removed on drop",
-            guard.cgroup.dir.display(),
-            parent.version.name(),
+            "cgroup {} ({}), limit 32 MiB: the child was {}; oom_kill {kills_before} -> \
+             {kills} ({}); cgroup peak {}; child peak RSS {}; the cgroup is removed on drop",
+            guard.name,
+            guard.version(),
             report.outcome,
-            kills.value,
-            Path::new(&kills.source)
-                .file_name()
-                .map_or("?".into(), |f| f.to_string_lossy()),
+            guard.oom_file(),
             peak.map_or("unavailable".into(), mib),
             mib(report.peak_rss)
         )))
     }
-
-    /// Moves this process into the cgroup whose `cgroup.procs` is `procs`.
-    fn join_cgroup(procs: &PathBuf) -> Result<(), String> {
-        std::fs::write(procs, std::process::id().to_string())
-            .map_err(|e| format!("{}: {e}", procs.display()))
-    }
-    // ANCHOR_END: cgroup_oom
 }
