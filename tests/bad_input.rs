@@ -29,9 +29,7 @@ use std::time::{Duration, Instant};
 const NOT_YET_CONVERTED: &[&str] = &[
     "fault_injection",
     "memory_manager",
-    "memory_meter",
     "page_math",
-    "pressure",
     "rlimit_child",
 ];
 
