@@ -1,33 +1,28 @@
+//! A memory pressure generator a test can bound: it takes N MiB in steps,
+//! makes every page resident, reports RSS after each step, holds the memory
+//! and gives it back with `MADV_DONTNEED`. It refuses to leave less than a
+//! safety margin free unless told `--force`.
+//!
+//! - Explained in: "Creating pressure" (src/part2-creating-pressure.md)
+//! - Run: `cargo run --example pressure -- --mib 256 --step-mib 32 --hold-ms 500`
+//! - Tested by: `cargo test --example pressure` and `cargo test --test pressure`
+//! - Depends on: std, libc 0.2, memmap2 0.9
+
+// `mdbook test` passes no `--extern`, so the crates are named here.
 extern crate libc;
 extern crate memmap2;
-
-// The lines above are for `mdbook test`, which passes no `--extern` flags.
-//
-// pressure: a memory pressure generator. It takes N MiB in steps of S MiB,
-// makes every page resident (MADV_POPULATE_WRITE where the kernel has it, a
-// write per page otherwise), reports RSS after each step, holds the memory,
-// then gives it back with MADV_DONTNEED. It refuses to take more than
-// MemAvailable minus a safety margin unless told `--force`.
-//
-//   Run:          cargo run --example pressure
-//                 cargo run --example pressure -- --mib 256 --step-mib 32 --hold-ms 500
-//   Tested by:    cargo test --example pressure
-//   Explained in: src/part2-creating-pressure.md, "Creating pressure"
-//   Used by:      tests/dynamic_memory.rs, as the balloon
-//
-// madvise advice, /proc/meminfo and smaps_rollup are Linux interfaces, so
-// everything but the argument parser is Linux only.
 
 use std::process::ExitCode;
 
 const MIB: usize = 1 << 20;
 
-const USAGE: &str = "usage: pressure [--mib N] [--step-mib S] [--hold-ms T] [--touch populate|write] [--force]
-  --mib N          MiB to take in all (default 16)
-  --step-mib S     MiB per step, at most N (default 4)
-  --hold-ms T      how long to hold the memory before releasing it (default 0)
-  --touch HOW      populate: MADV_POPULATE_WRITE (default where supported); write: one write per page
-  --force          take N MiB even if that leaves less than the safety margin free";
+const PROGRAM: &str = "pressure";
+const USAGE: &str = "usage: pressure [--mib N] [--step-mib N] [--hold-ms N] [--touch HOW] [--force]
+  --mib N          MiB to take in all (1..=65536, default 16)
+  --step-mib N     MiB per step, at most --mib; 4 unless --mib is smaller (1..=65536, default 4)
+  --hold-ms N      how long to hold the memory before releasing it (0..=60000, default 0)
+  --touch HOW      populate (MADV_POPULATE_WRITE) or write (one write per page); default: populate where the kernel has it
+  --force          take --mib even if that leaves less than the safety margin free";
 
 /// How to make pages resident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +33,8 @@ pub enum Touch {
     Write,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-struct Args {
+/// What to do, from the command line.
+struct Options {
     mib: usize,
     step_mib: usize,
     hold_ms: u64,
@@ -47,66 +42,129 @@ struct Args {
     force: bool,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut parsed = Args {
-        mib: 16,
-        step_mib: 4,
-        hold_ms: 0,
-        touch: Touch::Auto,
-        force: false,
-    };
-    let mut step_given = false;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let flag = flag.as_str();
-        if flag == "--force" {
-            parsed.force = true;
-            continue;
-        }
-        let value = match flag {
-            "--mib" | "--step-mib" | "--hold-ms" | "--touch" => {
-                it.next().ok_or_else(|| format!("`{flag}` needs a value"))?
-            }
-            other => return Err(format!("unknown argument `{other}`")),
+impl Options {
+    /// Reads the command line; a bad one ends the program with exit code 2.
+    fn parse() -> Options {
+        let mut args = Args::parse(PROGRAM, USAGE);
+        let mib = args.number("--mib", 16, 1..=65536);
+        let step_mib = args.number("--step-mib", 4.min(mib), 1..=65536);
+        let hold_ms = args.number("--hold-ms", 0, 0..=60_000);
+        let touch = match args.text("--touch").as_deref() {
+            None => Touch::Auto,
+            Some("populate") => Touch::Populate,
+            Some("write") => Touch::Write,
+            Some(other) => args.fail(&format!("--touch takes populate or write, not `{other}`")),
         };
-        if flag == "--touch" {
-            parsed.touch = match value.as_str() {
-                "populate" => Touch::Populate,
-                "write" => Touch::Write,
-                other => return Err(format!("`--touch` takes populate or write, got `{other}`")),
-            };
-            continue;
+        let force = args.switch("--force");
+        if step_mib > mib {
+            args.fail(&format!(
+                "--step-mib ({step_mib}) is larger than --mib ({mib})"
+            ));
         }
-        let number: u64 = value
-            .parse()
-            .map_err(|_| format!("`{flag}` takes a whole number, got `{value}`"))?;
-        match flag {
-            "--hold-ms" => parsed.hold_ms = number,
-            _ if number == 0 => return Err(format!("`{flag}` must be at least 1")),
-            // The largest request whose byte count still fits a usize.
-            _ if number > (usize::MAX / MIB) as u64 => {
-                return Err(format!(
-                    "`{flag}` {number} MiB does not fit this address space"
+        // 65536 MiB is 64 GiB: more than a 32-bit `usize` can count.
+        let fits = usize::try_from(mib).ok().and_then(|m| m.checked_mul(MIB));
+        if fits.is_none() {
+            args.fail(&format!(
+                "--mib: {mib} MiB does not fit in this address space"
+            ));
+        }
+        args.finish();
+        // Both fit: step_mib <= mib, and mib * MIB fits a `usize`.
+        Options {
+            mib: mib as usize,
+            step_mib: step_mib as usize,
+            hold_ms,
+            touch,
+            force,
+        }
+    }
+}
+
+// SHARED: cli (canonical: examples/map_and_touch.rs)
+/// The command line, read the same way by every example: `--name value`
+/// flags and switches, then `-- words` for a command to run. `--help` prints
+/// the usage and exits 0; anything wrong prints one line naming the flag
+/// and exits 2.
+struct Args {
+    program: &'static str,
+    words: Vec<String>,
+}
+
+#[allow(dead_code)] // each example uses the methods it needs
+impl Args {
+    fn parse(program: &'static str, usage: &str) -> Args {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        if words
+            .iter()
+            .take_while(|w| *w != "--")
+            .any(|w| w == "--help" || w == "-h")
+        {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        Args { program, words }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        eprintln!("{}: {why} (see --help)", self.program);
+        std::process::exit(2)
+    }
+
+    /// `--name VALUE`, taken off the command line.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name)?;
+        if self.words.get(at + 1).is_none_or(|value| value == "--") {
+            self.fail(&format!("{name} needs a value"));
+        }
+        self.words.remove(at);
+        Some(self.words.remove(at))
+    }
+
+    /// `--name N`: a whole number in `range`, or `default` if absent.
+    fn number(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let Some(text) = self.text(name) else {
+            return default;
+        };
+        match text.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                let (min, max) = (range.start(), range.end());
+                self.fail(&format!(
+                    "{name} takes a whole number from {min} to {max}, not `{text}`"
                 ))
             }
-            "--mib" => parsed.mib = number as usize,
-            _ => {
-                parsed.step_mib = number as usize;
-                step_given = true;
-            }
         }
     }
-    if !step_given {
-        parsed.step_mib = parsed.step_mib.min(parsed.mib);
+
+    /// Whether the switch `--name` was given.
+    fn switch(&mut self, name: &str) -> bool {
+        let at = self
+            .words
+            .iter()
+            .take_while(|w| *w != "--")
+            .position(|w| w == name);
+        at.map(|at| self.words.remove(at)).is_some()
     }
-    if parsed.step_mib > parsed.mib {
-        return Err(format!(
-            "`--step-mib` {} is larger than `--mib` {}",
-            parsed.step_mib, parsed.mib
-        ));
+
+    /// The words after `--` (a command to run), or none.
+    fn rest(&mut self) -> Vec<String> {
+        let at = self.words.iter().position(|w| w == "--");
+        at.map(|at| self.words.split_off(at).split_off(1))
+            .unwrap_or_default()
     }
-    Ok(parsed)
+
+    /// Ends the parse: a word no flag took is an error.
+    fn finish(self) {
+        if let Some(word) = self.words.first() {
+            self.fail(&format!("unknown argument `{word}`"));
+        }
+    }
 }
+// SHARED_END: cli
 
 #[cfg(target_os = "linux")]
 pub use generator::*;
@@ -118,7 +176,6 @@ mod generator {
     use std::io;
     use std::time::{Duration, Instant};
 
-    // ANCHOR: budget
     /// The two `/proc/meminfo` numbers the budget needs, in bytes.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct MemInfo {
@@ -131,13 +188,11 @@ mod generator {
             text.lines()
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-                .map(|kib| kib * 1024)
+                .and_then(|kib| kib.checked_mul(1024))
                 .ok_or_else(|| format!("/proc/meminfo has no {name} line"))
         };
-        Ok(MemInfo {
-            total: field("MemTotal:")?,
-            available: field("MemAvailable:")?,
-        })
+        let (total, available) = (field("MemTotal:")?, field("MemAvailable:")?);
+        Ok(MemInfo { total, available })
     }
 
     pub fn meminfo() -> Result<MemInfo, String> {
@@ -146,13 +201,19 @@ mod generator {
         parse_meminfo(&text)
     }
 
+    fn gib(bytes: u64) -> f64 {
+        bytes as f64 / (1u64 << 30) as f64
+    }
+
+    // ANCHOR: budget
     /// What must stay free: a tenth of RAM, and never less than 256 MiB.
     pub fn safety_margin(total: u64) -> u64 {
         (total / 10).max(256 * MIB as u64)
     }
 
-    /// Whether taking `bytes` is allowed. `Ok` carries a note for the log,
-    /// `Err` the reason for refusing.
+    /// Whether taking `bytes` is allowed: `Ok` with a note for the log, or
+    /// `Err` with the reason for refusing. Without `MemAvailable` nothing
+    /// can be checked, so only `--force` takes memory then.
     pub fn check_budget(
         bytes: u64,
         info: Result<MemInfo, String>,
@@ -161,37 +222,20 @@ mod generator {
         let info = match info {
             Ok(info) => info,
             Err(why) if force => return Ok(format!("cannot read MemAvailable ({why}); --force")),
-            Err(why) => {
-                return Err(format!(
-                    "cannot read MemAvailable ({why}), so cannot check the request; pass --force to take it anyway"
-                ))
-            }
+            Err(why) => return Err(format!("cannot read MemAvailable ({why}), so cannot check the request; pass --force to take it anyway")),
         };
         let margin = safety_margin(info.total);
         let allowed = info.available.saturating_sub(margin);
-        let note = format!(
-            "MemAvailable {:.1} GiB, safety margin {:.1} GiB, so up to {} MiB may be taken",
-            gib(info.available),
-            gib(margin),
-            allowed / MIB as u64
-        );
-        if bytes <= allowed {
-            Ok(note)
-        } else if force {
-            Ok(format!(
-                "{note}; taking {} MiB anyway (--force)",
-                bytes / MIB as u64
-            ))
-        } else {
-            Err(format!(
-                "refusing to take {} MiB: {note}; pass --force to take it anyway",
-                bytes / MIB as u64
-            ))
+        let (available, margin, up_to) = (gib(info.available), gib(margin), allowed >> 20);
+        let note = format!("MemAvailable {available:.1} GiB, safety margin {margin:.1} GiB, so up to {up_to} MiB may be taken");
+        let mib = bytes >> 20;
+        match (bytes <= allowed, force) {
+            (true, _) => Ok(note),
+            (false, true) => Ok(format!("{note}; taking {mib} MiB anyway (--force)")),
+            (false, false) => Err(format!(
+                "refusing to take {mib} MiB: {note}; pass --force to take it anyway"
+            )),
         }
-    }
-
-    fn gib(bytes: u64) -> f64 {
-        bytes as f64 / (1u64 << 30) as f64
     }
     // ANCHOR_END: budget
 
@@ -256,15 +300,10 @@ mod generator {
     /// Gives the frames of `region` back to the kernel but keeps the range:
     /// RSS falls at once, and the pages read back as zero.
     pub fn release(region: &mut [u8]) -> io::Result<()> {
+        let advice = libc::MADV_DONTNEED;
         // SAFETY: a private anonymous range we own. We hold it mutably, so
         // nothing observes the contents becoming zero.
-        let rc = unsafe {
-            libc::madvise(
-                region.as_mut_ptr().cast(),
-                region.len(),
-                libc::MADV_DONTNEED,
-            )
-        };
+        let rc = unsafe { libc::madvise(region.as_mut_ptr().cast(), region.len(), advice) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -272,29 +311,60 @@ mod generator {
     }
     // ANCHOR_END: release
 
-    /// This process's RSS in bytes, and the file it came from.
+    /// This process's RSS in bytes and the file it came from: `smaps_rollup`
+    /// (exact), else `status` (a fast counter). See examples/memory_meter.rs.
     pub fn rss() -> Result<(u64, &'static str), String> {
         let kib = |path: &'static str, field: &str| -> Result<(u64, &'static str), String> {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
             text.lines()
                 .find_map(|l| l.strip_prefix(field))
-                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-                .map(|kib| (kib * 1024, path))
-                .ok_or_else(|| format!("{path}: no {field}"))
+                .and_then(|rest| rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+                .and_then(|kib| kib.checked_mul(1024))
+                .map(|bytes| (bytes, path))
+                .ok_or_else(|| format!("{path}: no {field} line in kB"))
         };
         kib("/proc/self/smaps_rollup", "Rss:").or_else(|first| {
             kib("/proc/self/status", "VmRSS:").map_err(|second| format!("{first}; {second}"))
         })
     }
 
+    // SHARED: page_size (canonical: examples/memory_meter.rs)
+    /// The OS page size, from `sysconf`.
     pub fn page_size() -> io::Result<usize> {
-        // SAFETY: sysconf only reads a configuration value.
+        // SAFETY: sysconf takes no pointers; it returns -1 for an unknown
+        // name, which the check below turns into an error.
         let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if size <= 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(size as usize)
+        usize::try_from(size)
+            .ok()
+            .filter(|&size| size > 0)
+            .ok_or_else(|| io::Error::other("sysconf(_SC_PAGESIZE) failed"))
     }
+    // SHARED_END: page_size
+
+    // SHARED: mincore (canonical: examples/memory_meter.rs)
+    /// How many pages of `range` are resident, by `mincore(2)`. Unlike RSS,
+    /// which covers the whole process, this looks at one range only.
+    pub fn resident_pages(range: &[u8], page: usize) -> io::Result<usize> {
+        // One status byte per page, for up to 4096 pages per call: a fixed
+        // buffer, so that measuring does not grow the heap it measures.
+        let mut status = [0u8; 4096];
+        let mut resident = 0;
+        for part in range.chunks(status.len() * page) {
+            // SAFETY: mincore writes one byte per page of `part`, at most
+            // `status.len()` of them. `part` is part of a live slice; if it
+            // is not page-aligned, mincore writes nothing and fails EINVAL.
+            let rc =
+                unsafe { libc::mincore(part.as_ptr() as *mut _, part.len(), status.as_mut_ptr()) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Bit 0 of each byte says whether that page is resident.
+            let pages = part.len().div_ceil(page);
+            resident += status[..pages].iter().filter(|&&s| s & 1 == 1).count();
+        }
+        Ok(resident)
+    }
+    // SHARED_END: mincore
 
     // ANCHOR: generator
     /// Memory taken in steps, one mapping per step, so each step is one
@@ -306,25 +376,8 @@ mod generator {
     }
 
     impl Generator {
-        pub fn new(method: Method) -> io::Result<Generator> {
-            Ok(Generator {
-                steps: Vec::new(),
-                method,
-                page: page_size()?,
-            })
-        }
-
-        pub fn method(&self) -> Method {
-            self.method
-        }
-
-        /// Bytes held now.
-        pub fn held(&self) -> usize {
-            self.steps.iter().map(|m| m.len()).sum()
-        }
-
-        /// Maps `bytes` more and makes them resident, calling `progress`
-        /// with the bytes done so far after each chunk.
+        /// Maps `bytes` more and makes them resident, 4 MiB at a time,
+        /// calling `progress` with the bytes done so far after each chunk.
         pub fn take(
             &mut self,
             bytes: usize,
@@ -332,7 +385,7 @@ mod generator {
         ) -> io::Result<Duration> {
             let started = Instant::now();
             let mut region = MmapOptions::new().len(bytes).map_anon()?;
-            // Chunks of 4 MiB: a page multiple, so each chunk stays aligned.
+            // A page multiple, so every chunk starts page-aligned.
             let chunk = (4 * MIB).max(self.page);
             let mut done = 0;
             for part in region.chunks_mut(chunk) {
@@ -342,6 +395,27 @@ mod generator {
             }
             self.steps.push(region);
             Ok(started.elapsed())
+        }
+    }
+    // ANCHOR_END: generator
+
+    impl Generator {
+        pub fn new(method: Method) -> io::Result<Generator> {
+            let (steps, page) = (Vec::new(), page_size()?);
+            Ok(Generator {
+                steps,
+                method,
+                page,
+            })
+        }
+
+        pub fn page(&self) -> usize {
+            self.page
+        }
+
+        /// Bytes held now.
+        pub fn held(&self) -> usize {
+            self.steps.iter().map(|m| m.len()).sum()
         }
 
         /// Releases every step with `MADV_DONTNEED`, keeping the mappings.
@@ -360,258 +434,163 @@ mod generator {
 
         /// How many of the pages held are resident, by `mincore`.
         pub fn resident_pages(&self) -> io::Result<usize> {
-            let mut resident = 0;
-            let mut status = [0u8; 4096];
-            for region in &self.steps {
-                for part in region.chunks(status.len() * self.page) {
-                    let pages = part.len().div_ceil(self.page);
-                    // SAFETY: `part` is page-aligned and mapped; `status`
-                    // has a byte for each of its `pages` pages.
-                    let rc = unsafe {
-                        libc::mincore(part.as_ptr() as *mut _, part.len(), status.as_mut_ptr())
-                    };
-                    if rc != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    resident += status[..pages].iter().filter(|&&s| s & 1 == 1).count();
-                }
-            }
-            Ok(resident)
+            let each = self.steps.iter().map(|r| resident_pages(r, self.page));
+            each.sum()
         }
     }
-    // ANCHOR_END: generator
 }
 
-// ANCHOR: main
+// ANCHOR: run
+/// A refusal comes before anything is mapped: exit code 2, like a bad
+/// argument. A failure while taking memory: exit code 1.
 #[cfg(target_os = "linux")]
-fn run(args: &Args) -> Result<(), (u8, String)> {
-    // A refusal comes before anything is mapped: exit code 2, like a bad
-    // argument. A failure while taking memory: exit code 1.
-    let refused = check_budget((args.mib * MIB) as u64, meminfo(), args.force);
-    let note = refused.map_err(|why| (2, why))?;
-    let method = choose(args.touch).map_err(|why| (2, why))?;
-    take_hold_release(args, method, &note).map_err(|why| (1, why))
+fn run(options: &Options) -> Result<(), (u8, String)> {
+    let bytes = (options.mib * MIB) as u64;
+    let note = check_budget(bytes, meminfo(), options.force).map_err(|why| (2, why))?;
+    let method = choose(options.touch).map_err(|why| (2, why))?;
+    let mut generator = Generator::new(method).map_err(|e| (1, format!("page size: {e}")))?;
+    print_plan(options, method, &note);
+    take_in_steps(&mut generator, options).map_err(|why| (1, why))?;
+    std::thread::sleep(std::time::Duration::from_millis(options.hold_ms));
+    release_and_report(&mut generator).map_err(|why| (1, why))
 }
+// ANCHOR_END: run
+
+// ANCHOR: steps
+/// Takes `--mib` in steps of `--step-mib`, and prints RSS after each step.
+#[cfg(target_os = "linux")]
+fn take_in_steps(generator: &mut Generator, options: &Options) -> Result<(), String> {
+    let (total, step) = (options.mib * MIB, options.step_mib * MIB);
+    let steps = total.div_ceil(step);
+    print_rss_row("before", 0, None)?;
+    let mut took = std::time::Duration::ZERO;
+    for n in 1..=steps {
+        let held = generator.held();
+        let bytes = step.min(total - held);
+        let mut bar = |done: usize| progress_bar(held + done, total);
+        let time = generator
+            .take(bytes, &mut bar)
+            .map_err(|e| format!("step {n}: taking {} MiB: {e}", bytes / MIB))?;
+        took += time;
+        progress_bar_done();
+        print_rss_row(&format!("{n}/{steps}"), generator.held(), Some(time))?;
+    }
+    let pages = total / generator.page();
+    let per_page = took.as_secs_f64() * 1e6 / pages as f64;
+    let ms = took.as_secs_f64() * 1e3;
+    println!("took {pages} pages in {ms:.1} ms: {per_page:.2} µs per page");
+    Ok(())
+}
+// ANCHOR_END: steps
 
 #[cfg(target_os = "linux")]
-fn take_hold_release(args: &Args, method: Method, note: &str) -> Result<(), String> {
-    use std::io::{IsTerminal, Write};
-    let mib = |bytes: u64| bytes as f64 / MIB as f64;
-    let total = args.mib * MIB;
-    let mut generator = Generator::new(method).map_err(|e| format!("page size: {e}"))?;
+fn print_plan(options: &Options, method: Method, note: &str) {
     let how = match method {
         Method::Populate => "MADV_POPULATE_WRITE",
         Method::Write => "one write per page",
     };
     println!(
-        "pressure: take {} MiB in steps of {} MiB ({how}), hold {} ms, release with MADV_DONTNEED",
-        args.mib, args.step_mib, args.hold_ms
+        "{PROGRAM}: take {} MiB in steps of {} MiB ({how}), hold {} ms, release with MADV_DONTNEED",
+        options.mib, options.step_mib, options.hold_ms
     );
     println!("{note}");
-    let (rss_before, source) = rss()?;
     println!("{:<8} {:>10} {:>12} {:>10}", "step", "held", "RSS", "time");
-    println!("{:<8} {:>6} MiB {:>8.1} MiB", "before", 0, mib(rss_before));
+}
 
-    // A progress line on a terminal only; a pipe or a log gets the steps.
-    let tty = std::io::stderr().is_terminal();
-    let steps = total.div_ceil(args.step_mib * MIB);
-    for step in 1..=steps {
-        let held = generator.held();
-        let bytes = (args.step_mib * MIB).min(total - held);
-        let mut progress = |done: usize| {
-            if tty {
-                let now = held + done;
-                let bar = "#".repeat(now * 20 / total) + &" ".repeat(20 - now * 20 / total);
-                eprint!("\r[{bar}] {} / {} MiB", now / MIB, args.mib);
-                let _ = std::io::stderr().flush();
-            }
-        };
-        let took = generator
-            .take(bytes, &mut progress)
-            .map_err(|e| format!("step {step}: taking {} MiB: {e}", bytes / MIB))?;
-        if tty {
-            eprint!("\r\x1b[2K");
-        }
-        let (now, _) = rss()?;
-        println!(
-            "{:<8} {:>6} MiB {:>8.1} MiB {:>7.1} ms",
-            format!("{step}/{steps}"),
-            generator.held() / MIB,
-            mib(now),
-            took.as_secs_f64() * 1e3
-        );
-    }
-    std::thread::sleep(std::time::Duration::from_millis(args.hold_ms));
-    let (held_rss, _) = rss()?;
-    let took = generator
-        .release_all()
-        .map_err(|e| format!("MADV_DONTNEED: {e}"))?;
-    let (after, _) = rss()?;
-    println!(
-        "released {} MiB: RSS {:.1} MiB ({:+.1} MiB) in {:.1} ms",
-        generator.held() / MIB,
-        mib(after),
-        mib(after) - mib(held_rss),
-        took.as_secs_f64() * 1e3
-    );
+#[cfg(target_os = "linux")]
+fn print_rss_row(step: &str, held: usize, took: Option<std::time::Duration>) -> Result<(), String> {
+    let (now, _) = rss()?;
+    let (held, now) = (held / MIB, now as f64 / MIB as f64);
+    let ms = took.map_or("-".into(), |t| format!("{:.1} ms", t.as_secs_f64() * 1e3));
+    println!("{step:<8} {held:>6} MiB {now:>8.1} MiB {ms:>10}");
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn release_and_report(generator: &mut Generator) -> Result<(), String> {
+    let (before, _) = rss()?;
+    let took = generator.release_all();
+    let ms = took
+        .map_err(|e| format!("MADV_DONTNEED: {e}"))?
+        .as_secs_f64()
+        * 1e3;
+    let (after, source) = rss()?;
+    let (held, now) = (generator.held() / MIB, after as f64 / MIB as f64);
+    let change = now - before as f64 / MIB as f64;
+    println!("released {held} MiB: RSS {now:.1} MiB ({change:+.1} MiB) in {ms:.1} ms");
     println!("RSS from {source}");
     Ok(())
 }
 
+/// A progress line on a terminal only; a pipe or a log gets the steps.
+#[cfg(target_os = "linux")]
+fn progress_bar(now: usize, total: usize) {
+    use std::io::{IsTerminal, Write};
+    if std::io::stderr().is_terminal() {
+        let filled = (now as u64 * 20 / total as u64) as usize;
+        let bar = "#".repeat(filled) + &" ".repeat(20 - filled);
+        eprint!("\r[{bar}] {} / {} MiB", now / MIB, total / MIB);
+        let _ = std::io::stderr().flush();
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn progress_bar_done() {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&args) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("pressure: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
     #[cfg(target_os = "linux")]
-    match run(&args) {
+    match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, why)) => {
-            eprintln!("pressure: {why}");
+            eprintln!("{PROGRAM}: {why}");
             ExitCode::from(code)
         }
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (args, MIB);
-        println!("pressure: MADV_POPULATE_WRITE and /proc/meminfo are Linux only");
+        let Options { mib, step_mib, .. } = options;
+        let _ = (mib, step_mib, options.hold_ms, options.touch, options.force);
+        println!("{PROGRAM}: MADV_POPULATE_WRITE and /proc/meminfo are Linux only");
         ExitCode::SUCCESS
     }
 }
-// ANCHOR_END: main
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, String> {
-        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-    }
-
+    // ANCHOR: test_take_release
+    /// Every page taken is resident (mincore, exact), whichever way it was
+    /// touched; after release none is, and the memory reads back as zero.
     #[test]
-    fn no_arguments_take_16_mib_in_4_mib_steps() {
-        let args = parse(&[]).unwrap();
-        assert_eq!((args.mib, args.step_mib, args.hold_ms), (16, 4, 0));
-        assert_eq!(args.touch, Touch::Auto);
-        assert!(!args.force);
-    }
-
-    #[test]
-    fn zero_and_non_numbers_are_rejected_and_named() {
-        for (args, needle) in [
-            (&["--mib", "0"][..], "`--mib` must be at least 1"),
-            (
-                &["--mib", "lots"],
-                "`--mib` takes a whole number, got `lots`",
-            ),
-            (&["--mib", "-5"], "`--mib` takes a whole number, got `-5`"),
-            (&["--step-mib", "0"], "`--step-mib` must be at least 1"),
-            (&["--mib", "8", "--step-mib", "16"], "larger than `--mib` 8"),
-            (&["--hold-ms"], "`--hold-ms` needs a value"),
-            (&["--touch", "gently"], "populate or write"),
-            (&["--mib", "99999999999999999"], "does not fit"),
-            (&["--mb", "8"], "unknown argument `--mb`"),
-        ] {
-            let err = parse(args).expect_err(needle);
-            assert!(err.contains(needle), "{args:?}: {err}");
+    fn taken_pages_are_resident_and_released_pages_are_not() {
+        let mut methods = vec![Method::Write];
+        if advice_supported(libc::MADV_POPULATE_WRITE) {
+            methods.push(Method::Populate);
+        }
+        for method in methods {
+            let mut generator = Generator::new(method).unwrap();
+            let page = page_size().unwrap();
+            generator.take(8 * MIB, &mut |_| {}).unwrap();
+            generator.take(4 * MIB, &mut |_| {}).unwrap();
+            assert_eq!(generator.held(), 12 * MIB);
+            let resident = generator.resident_pages().unwrap();
+            assert_eq!(resident, 12 * MIB / page, "{method:?}");
+            generator.release_all().unwrap();
+            assert_eq!(generator.resident_pages().unwrap(), 0, "{method:?}");
+            assert_eq!(generator.held(), 12 * MIB, "the ranges stay mapped");
+            let zero = generator
+                .regions()
+                .iter()
+                .all(|r| r.iter().all(|&b| b == 0));
+            assert!(zero, "{method:?}: released pages read back as zero");
         }
     }
-
-    #[test]
-    fn a_small_mib_shrinks_the_default_step() {
-        assert_eq!(parse(&["--mib", "2"]).unwrap().step_mib, 2);
-        let args = parse(&[
-            "--mib",
-            "256",
-            "--step-mib",
-            "32",
-            "--hold-ms",
-            "500",
-            "--force",
-        ]);
-        let args = args.unwrap();
-        assert_eq!(
-            (args.mib, args.step_mib, args.hold_ms, args.force),
-            (256, 32, 500, true)
-        );
-    }
-
-    #[cfg(target_os = "linux")]
-    mod linux {
-        use super::super::*;
-
-        const GIB: u64 = 1 << 30;
-
-        #[test]
-        fn the_budget_keeps_a_margin_free() {
-            let info = || {
-                Ok(MemInfo {
-                    total: 16 * GIB,
-                    available: 4 * GIB,
-                })
-            };
-            // 10% of 16 GiB = 1.6 GiB margin: 2.4 GiB may be taken.
-            assert!(check_budget(2 * GIB, info(), false).is_ok());
-            let refused = check_budget(3 * GIB, info(), false).unwrap_err();
-            assert!(refused.contains("refusing to take 3072 MiB"), "{refused}");
-            assert!(check_budget(3 * GIB, info(), true).is_ok(), "--force");
-            // A small machine keeps at least 256 MiB free.
-            assert_eq!(safety_margin(GIB), 256 << 20);
-            let unreadable = check_budget(1, Err("no /proc".into()), false).unwrap_err();
-            assert!(unreadable.contains("pass --force"), "{unreadable}");
-        }
-
-        #[test]
-        fn meminfo_is_parsed_in_bytes() {
-            let text = "MemTotal:       24683652 kB\nMemFree: 1 kB\nMemAvailable:   24233204 kB\n";
-            let info = parse_meminfo(text).unwrap();
-            assert_eq!(info.total, 24683652 * 1024);
-            assert_eq!(info.available, 24233204 * 1024);
-            assert!(parse_meminfo("MemTotal: 1 kB\n")
-                .unwrap_err()
-                .contains("MemAvailable"));
-        }
-
-        #[test]
-        fn the_probe_tells_known_advice_from_unknown() {
-            assert!(advice_supported(libc::MADV_DONTNEED));
-            assert!(!advice_supported(12345), "no such advice");
-        }
-
-        // ANCHOR: test_take_release
-        /// Every page taken is resident (mincore, exact), whichever way it was
-        /// touched; after release none is, and the memory reads back as zero.
-        #[test]
-        fn taken_pages_are_resident_and_released_pages_are_not() {
-            let mut methods = vec![Method::Write];
-            if advice_supported(libc::MADV_POPULATE_WRITE) {
-                methods.push(Method::Populate);
-            }
-            for method in methods {
-                let mut generator = Generator::new(method).unwrap();
-                let page = page_size().unwrap();
-                generator.take(8 * MIB, &mut |_| {}).unwrap();
-                generator.take(4 * MIB, &mut |_| {}).unwrap();
-                assert_eq!(generator.held(), 12 * MIB);
-                assert_eq!(
-                    generator.resident_pages().unwrap(),
-                    12 * MIB / page,
-                    "{method:?}"
-                );
-                generator.release_all().unwrap();
-                assert_eq!(generator.resident_pages().unwrap(), 0, "{method:?}");
-                assert_eq!(generator.held(), 12 * MIB, "the ranges stay mapped");
-                let zero = generator
-                    .regions()
-                    .iter()
-                    .all(|r| r.iter().all(|&b| b == 0));
-                assert!(zero, "{method:?}: released pages read back as zero");
-            }
-        }
-        // ANCHOR_END: test_take_release
-    }
+    // ANCHOR_END: test_take_release
 }
