@@ -68,4 +68,6 @@ pub struct Tally {
     pub output_blocks: usize,
     /// The kernels the matrix ran the OS tests on, and what they reported.
     pub kernels: crate::kernels::Summary,
+    /// LISA's dynamic-memory cases in a QEMU guest (`vm suite`).
+    pub vm_suite: crate::kernels::Counts,
 }

@@ -38,6 +38,7 @@ mod valgrind;
 #[path = "../../tests/support/vm/mod.rs"]
 mod vm;
 mod vm_assets;
+mod vm_suite;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -15,9 +15,10 @@ type Step = fn(&Book, &mut Tally) -> Result<()>;
 /// The steps, in order. The last four hold the chapters and examples to the
 /// book's rules: short blocks, generated output, examples that build alone,
 /// nothing internal on the site.
-const STEPS: [(&str, Step); 13] = [
+const STEPS: [(&str, Step); 14] = [
     ("cargo test", cargo_test),
     ("kernel matrix", kernel_matrix),
+    ("vm suite", crate::vm_suite::vm_suite),
     ("cargo clippy", clippy),
     ("mdbook build", mdbook_build),
     ("mdbook test", mdbook_test::mdbook_test),
@@ -90,6 +91,10 @@ pub fn test_all(root: &Path, only: &[String]) -> Result<()> {
         tally.output_blocks
     );
     println!("{}", tally.kernels);
+    println!(
+        "vm suite (LISA's dynamic-memory cases in a QEMU guest): {}",
+        tally.vm_suite
+    );
     println!("xtask test took {:.0} s", started.elapsed().as_secs_f64());
     if total == STEPS.len() {
         println!("steps: {total} passed, 0 failed");
