@@ -32,9 +32,9 @@ pub fn create(name: &str, limit: u64) -> Result<Result<CgroupGuard, NoCgroup>, S
         Ok(cgroup) => cgroup,
         Err(why) => {
             return Ok(Err(NoCgroup(format!(
-                "no memory cgroup for this process ({why}); on a cgroup v2 host, run the suite \
-                 in a delegated one: `systemd-run --user --scope -p Delegate=yes cargo test \
-                 --test dynamic_memory`"
+                "no memory cgroup for this process ({why}); mount one, as root: `mount -t \
+                 cgroup2 none /sys/fs/cgroup` (v2), or `mount -t cgroup -o memory none \
+                 /sys/fs/cgroup/memory` (v1)"
             ))))
         }
     };
@@ -43,8 +43,7 @@ pub fn create(name: &str, limit: u64) -> Result<Result<CgroupGuard, NoCgroup>, S
     if let Err(e) = std::fs::create_dir(&dir) {
         return Ok(Err(NoCgroup(format!(
             "cannot create a child of this process's memory cgroup ({} {}): {e}; run the \
-             suite as a user that owns it, or in a delegated one: `systemd-run --user \
-             --scope -p Delegate=yes cargo test --test dynamic_memory`",
+             suite as a user who may write there (root, or the owner of a delegated cgroup)",
             parent.version.name(),
             parent.dir.display()
         ))));
@@ -67,8 +66,10 @@ pub fn create(name: &str, limit: u64) -> Result<Result<CgroupGuard, NoCgroup>, S
     if !guard.cgroup.dir.join(limit_file).exists() {
         return Ok(Err(NoCgroup(format!(
             "the new cgroup has no {limit_file}: the memory controller is not enabled for \
-             children of {}; enable it with `echo +memory > {}/cgroup.subtree_control` (v2 \
-             allows that only in a cgroup with no processes of its own)",
+             the children of {}; `echo +memory > {}/cgroup.subtree_control` enables it, but \
+             cgroup v2 allows that only in the root cgroup or one with no processes of its \
+             own, and this process is in it: run the suite in the root cgroup, as root, or \
+             on a host whose memory controller is on cgroup v1",
             parent.dir.display(),
             parent.dir.display()
         ))));
