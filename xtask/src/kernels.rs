@@ -41,7 +41,7 @@ pub const OS_TESTS: [Target; 5] = [
         name: "file_backed_memory",
     },
     Target {
-        kind: "example",
+        kind: "test",
         name: "rlimit_child",
     },
     Target {
