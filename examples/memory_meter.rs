@@ -227,7 +227,6 @@ mod meter {
             .ok_or_else(|| io::Error::other("sysconf(_SC_PAGESIZE) failed"))
     }
     // SHARED_END: page_size
-
     // ANCHOR: mincore
     // SHARED: mincore (canonical: examples/memory_meter.rs)
     /// How many pages of `range` are resident, by `mincore(2)`. Unlike RSS,
@@ -320,7 +319,8 @@ mod meter {
         pub version: Version,
         pub dir: PathBuf,
     }
-
+    // ANCHOR_END: cgroup
+    // ANCHOR: cgroup_find
     /// Finds the memory cgroup: v2 if its folder has `memory.max`, else v1
     /// if a v1 `memory` hierarchy is mounted. Hosts differ: some have only
     /// v2, some only v1, some both (with the memory controller on one).
@@ -343,7 +343,7 @@ mod meter {
         }
         Err(why.join("; "))
     }
-    // ANCHOR_END: cgroup
+    // ANCHOR_END: cgroup_find
 
     impl Version {
         pub fn name(self) -> &'static str {

@@ -1,8 +1,10 @@
 //! `examples/pressure.rs`, tested: the budget keeps its margin free and
 //! refuses what it cannot check, `/proc/meminfo` is read in bytes, and the
-//! `madvise` probe tells known advice from unknown. The test the chapter
-//! shows, `taken_pages_are_resident_and_released_pages_are_not`, lives in
-//! the example and runs here too.
+//! `madvise` probe tells known advice from unknown, and (as root, with
+//! `-- --ignored`) that populating does not stop a memory cgroup's OOM
+//! killer. The test the chapter shows,
+//! `taken_pages_are_resident_and_released_pages_are_not`, lives in the
+//! example and runs here too.
 
 #[cfg(target_os = "linux")]
 #[path = "../../examples/pressure.rs"]
@@ -86,5 +88,195 @@ mod linux {
         let (bytes, source) = rss().unwrap();
         assert!(bytes > 0);
         assert_eq!(source, "/proc/self/smaps_rollup");
+    }
+}
+
+/// `MADV_POPULATE_WRITE` returns errors where the kernel has one; a memory
+/// cgroup at its limit has none to return. Its OOM killer runs first, and
+/// kills the process that is populating, exactly as it kills one that
+/// writes. The test makes a 32 MiB memory cgroup below this process's own,
+/// and runs itself in it as a child, once per way of touching, asked to
+/// take 64 MiB in one step.
+#[cfg(target_os = "linux")]
+mod cgroup_oom {
+    use super::pressure::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use std::path::Path;
+
+    const MIB: usize = 1 << 20;
+    const PROCS: &str = "PRESSURE_TEST_CGROUP_PROCS";
+    const TOUCH: &str = "PRESSURE_TEST_TOUCH";
+    const NAME: &str = "cgroup_oom::populating_does_not_stop_the_cgroup_oom_killer";
+
+    /// A memory cgroup folder, and whether it is cgroup v2.
+    struct Cgroup {
+        dir: PathBuf,
+        v2: bool,
+    }
+
+    /// This process's memory cgroup, the simple way: at the usual mount
+    /// points. (`examples/memory_meter.rs` reads mountinfo and does it
+    /// properly, but including it here would run its RSS test beside this
+    /// file's tests, which map memory while it measures.)
+    fn memory_cgroup() -> Option<Cgroup> {
+        let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let mut found = None;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let path = path.trim_start_matches('/');
+            let v1 = Path::new("/sys/fs/cgroup/memory").join(path);
+            if controllers.split(',').any(|c| c == "memory")
+                && v1.join("memory.limit_in_bytes").exists()
+            {
+                found = Some(Cgroup { dir: v1, v2: false });
+            }
+            let v2 = Path::new("/sys/fs/cgroup").join(path);
+            if id == "0" && v2.join("memory.max").exists() {
+                return Some(Cgroup { dir: v2, v2: true });
+            }
+        }
+        found
+    }
+
+    impl Cgroup {
+        /// `oom_kill` in v2's `memory.events` or v1's `memory.oom_control`.
+        fn oom_kills(&self) -> u64 {
+            let file = if self.v2 {
+                "memory.events"
+            } else {
+                "memory.oom_control"
+            };
+            let text = std::fs::read_to_string(self.dir.join(file)).expect(file);
+            let line = text.lines().find_map(|l| l.strip_prefix("oom_kill "));
+            line.and_then(|n| n.trim().parse().ok())
+                .expect("an oom_kill line")
+        }
+    }
+
+    /// The scratch cgroup, removed when dropped.
+    struct Scratch(Cgroup);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            // A killed child leaves the cgroup a moment after it is reaped.
+            for _ in 0..200 {
+                if std::fs::remove_dir(&self.0.dir).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            eprintln!(
+                "could not remove the scratch cgroup {}",
+                self.0.dir.display()
+            );
+        }
+    }
+
+    // ANCHOR: cgroup_child
+    /// The child: move into the cgroup, then take 64 MiB in one step.
+    fn child(procs: &str) {
+        // "0" moves the writing process (`cgroup_procs_write_start`).
+        std::fs::write(procs, "0").expect("join the scratch cgroup");
+        println!("child: in the cgroup");
+        let method = match std::env::var(TOUCH).as_deref() {
+            Ok("populate") => Method::Populate,
+            _ => Method::Write,
+        };
+        let mut generator = Generator::new(method).expect("page size");
+        let result = generator.take(64 * MIB, &mut |_| {});
+        println!("child: take returned {result:?}: it should have been killed");
+    }
+    // ANCHOR_END: cgroup_child
+
+    fn scratch_cgroup() -> Scratch {
+        let fix = "run it as root, on a host with a memory cgroup: sudo cargo test --test pressure -- --ignored";
+        let parent =
+            memory_cgroup().unwrap_or_else(|| panic!("no writable memory cgroup found; {fix}"));
+        let dir = parent
+            .dir
+            .join(format!("pressure-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot make a cgroup ({e}); {fix}"));
+        let scratch = Scratch(Cgroup { dir, v2: parent.v2 });
+        let limit = (32 * MIB).to_string();
+        let (max, swap, swap_limit) = match parent.v2 {
+            true => ("memory.max", "memory.swap.max", "0"),
+            false => (
+                "memory.limit_in_bytes",
+                "memory.memsw.limit_in_bytes",
+                limit.as_str(),
+            ),
+        };
+        let at = |file: &str| scratch.0.dir.join(file);
+        std::fs::write(at(max), &limit).unwrap_or_else(|e| panic!("{max}: {e}; {fix}"));
+        // Where swap is counted, the cgroup may not swap its way out either.
+        if at(swap).exists() {
+            std::fs::write(at(swap), swap_limit).unwrap_or_else(|e| panic!("{swap}: {e}"));
+        }
+        scratch
+    }
+
+    #[test]
+    #[ignore = "needs root: it makes a memory cgroup (run with -- --ignored)"]
+    fn populating_does_not_stop_the_cgroup_oom_killer() {
+        if let Ok(procs) = std::env::var(PROCS) {
+            return child(&procs);
+        }
+        let scratch = scratch_cgroup();
+        let procs: PathBuf = scratch.0.dir.join("cgroup.procs");
+        let mut ways = vec!["write"];
+        if advice_supported(libc::MADV_POPULATE_WRITE) {
+            ways.push("populate");
+        }
+        for how in ways {
+            let kills = scratch.0.oom_kills();
+            let exe = std::env::current_exe().expect("this test binary");
+            let mut child = Command::new(exe)
+                .args([
+                    NAME,
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "--ignored",
+                ])
+                .env(PROCS, &procs)
+                .env(TOUCH, how)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the child");
+            // If memory runs out anyway, the child goes first.
+            let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "1000");
+            let started = Instant::now();
+            let status = loop {
+                if let Some(status) = child.try_wait().expect("wait for the child") {
+                    break status;
+                }
+                if started.elapsed() > Duration::from_secs(20) {
+                    let _ = child.kill();
+                    panic!("{how}: the child ran past 20 s and was killed");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            // ANCHOR: cgroup_check
+            let output = child.wait_with_output().expect("the child's output");
+            let printed = String::from_utf8_lossy(&output.stdout);
+            assert!(printed.contains("child: in the cgroup"), "{how}: {printed}");
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGKILL),
+                "{how}: {status:?}, {printed}"
+            );
+            let after = scratch.0.oom_kills();
+            assert_eq!(after, kills + 1, "{how}: one more OOM kill in the cgroup");
+            // ANCHOR_END: cgroup_check
+            eprintln!(
+                "{how}: taking 64 MiB in a 32 MiB cgroup ended in SIGKILL; oom_kill {kills} -> {after}"
+            );
+        }
     }
 }

@@ -213,14 +213,14 @@ fn a_long_rust_block_fails_naming_the_chapter_and_the_include() -> Result<()> {
         &book,
         CHAPTER,
         "## One source of truth",
-        "```rust\n{{#rustdoc_include ../examples/memory_meter.rs:cgroup}}\n```\n\n## One source of truth",
+        "```rust\n{{#rustdoc_include ../examples/memory_meter.rs}}\n```\n\n## One source of truth",
     )?;
     let result = crate::block_length::block_length(&book, &mut Tally::default());
     expect_failure(
         result,
         &[
             "src/how-this-book-is-tested.md:",
-            "{{#rustdoc_include ../examples/memory_meter.rs:cgroup}}",
+            "{{#rustdoc_include ../examples/memory_meter.rs}}",
             "visible lines (more than 40)",
         ],
     );

@@ -35,6 +35,13 @@ pub const OUTPUTS: &[Output] = &[
         note: "Part II, creating pressure: the same with one write per page",
     },
     Output {
+        name: "pressure_cgroup_oom",
+        command: "cargo test --test pressure -- --ignored --nocapture",
+        exit: 0,
+        note:
+            "Part II, creating pressure: a 32 MiB cgroup kills the generator either way it touches",
+    },
+    Output {
         name: "pressure_run",
         command: "cargo run --example pressure -- --mib 256 --step-mib 32 --hold-ms 500",
         exit: 0,
