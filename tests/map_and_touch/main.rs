@@ -157,7 +157,7 @@ fn touching_32_of_64_mib_raises_rss_by_32_mib_within_tolerance() -> io::Result<(
         low / MIB as f64,
         high / MIB as f64
     );
-    // Shown with `cargo test --example map_and_touch -- --nocapture`.
+    // Shown with `cargo test --test map_and_touch -- --nocapture`.
     eprintln!("{report}");
     assert!((low..=high).contains(&rise), "{report}");
     Ok(())
