@@ -12,17 +12,20 @@
 use std::process::ExitCode;
 
 // ANCHOR: reading
-/// What LISA's suite reads from the guest's `/proc/meminfo`, in KiB.
+/// What LISA's suite reads from the guest's `/proc/meminfo`, and what
+/// hv_balloon reports to Hyper-V as pressure, in KiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestReading {
     pub mem_total_kib: u64,
     pub mem_available_kib: u64,
+    /// Memory the guest's processes have mapped and may touch.
+    pub committed_as_kib: u64,
     /// Anonymous memory backed by transparent huge pages.
     pub anon_huge_kib: u64,
 }
 
 impl GuestReading {
-    /// Reads the three fields; a missing or unreadable one is an error
+    /// Reads the four fields; a missing or unreadable one is an error
     /// (LISA reads a missing field as 0, which would pass a "rises" check
     /// by accident the other way round).
     pub fn parse(meminfo: &str) -> Result<GuestReading, String> {
@@ -39,10 +42,13 @@ impl GuestReading {
         Ok(GuestReading {
             mem_total_kib: field("MemTotal")?,
             mem_available_kib: field("MemAvailable")?,
+            committed_as_kib: field("Committed_AS")?,
             anon_huge_kib: field("AnonHugePages")?,
         })
     }
+    // ANCHOR_END: reading
 
+    // ANCHOR: is_short
     /// LISA's `_read_meminfo_value(...) // 1024`: MiB, rounded down.
     pub fn mem_total_mib(&self) -> u64 {
         self.mem_total_kib / 1024
@@ -51,8 +57,15 @@ impl GuestReading {
     pub fn mem_available_mib(&self) -> u64 {
         self.mem_available_kib / 1024
     }
+
+    /// Short of memory: what is mapped no longer fits with `buffer_mib` to
+    /// spare, or what is free is below it.
+    pub fn is_short(&self, buffer_mib: u64) -> bool {
+        let committed = self.committed_as_kib / 1024;
+        committed + buffer_mib > self.mem_total_mib() || self.mem_available_mib() < buffer_mib
+    }
+    // ANCHOR_END: is_short
 }
-// ANCHOR_END: reading
 
 // ANCHOR: config
 /// A VM's dynamic memory settings, as Hyper-V names them, in MiB: it boots
@@ -102,9 +115,11 @@ pub enum Action {
     },
 }
 
-/// The host's side of dynamic memory: the guest is short of memory when its
-/// MemAvailable falls below `low_watermark_mib`; each decision moves
-/// `step_mib`.
+/// The host's side of dynamic memory. Like Hyper-V, it reads what
+/// hv_balloon's pressure report carries (`post_status` sends
+/// `vm_memory_committed()` and `si_mem_available()`, that is Committed_AS
+/// and MemAvailable); the guest is short when either leaves less than
+/// `low_watermark_mib`. Each decision moves `step_mib`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub low_watermark_mib: u64,
@@ -122,7 +137,7 @@ impl Policy {
         now: &Assigned,
         reading: &GuestReading,
     ) -> Action {
-        if reading.mem_available_mib() >= self.low_watermark_mib {
+        if !reading.is_short(self.low_watermark_mib) {
             return Action::Hold;
         }
         if now.balloon_mib < config.startup_mib {
@@ -388,19 +403,28 @@ mod tests {
         GuestReading {
             mem_total_kib: 457 << 10,
             mem_available_kib: available_mib << 10,
+            committed_as_kib: 100 << 10,
             anon_huge_kib: 0,
         }
     }
 
     #[test]
-    fn parses_the_three_fields() {
-        let text =
-            "MemTotal:  467856 kB\nMemFree: 1 kB\nMemAvailable: 4096 kB\nAnonHugePages:  2048 kB\n";
+    fn parses_the_four_fields() {
+        let text = "MemTotal:  467856 kB\nMemFree: 1 kB\nMemAvailable: 4096 kB\n\
+                    Committed_AS: 1024 kB\nAnonHugePages:  2048 kB\n";
         let r = GuestReading::parse(text).unwrap();
         assert_eq!((r.mem_total_mib(), r.mem_available_mib()), (456, 4));
-        assert_eq!(r.anon_huge_kib, 2048);
+        assert_eq!((r.anon_huge_kib, r.committed_as_kib), (2048, 1024));
         assert!(GuestReading::parse("MemTotal: 1 kB\nMemAvailable: 1 kB\n").is_err());
         assert!(GuestReading::parse("MemTotal: x kB\n").is_err());
+    }
+
+    #[test]
+    fn mapped_memory_past_memtotal_is_pressure_too() {
+        let mut r = reading(300);
+        assert!(!r.is_short(96));
+        r.committed_as_kib = 400 << 10; // 400 + 96 > 457
+        assert!(r.is_short(96));
     }
 
     #[test]

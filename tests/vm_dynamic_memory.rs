@@ -11,7 +11,7 @@
 //! balloon that may take it down to 256 MiB (the minimum). QEMU's memory is
 //! fixed by its command line, so the guest's OOM killer, not the host's,
 //! meets stress-ng's demand of 1.75 times the maximum. Each stress-ng run
-//! lasts 12 s (LISA's: 30 to 45 s), to keep the suite near three minutes
+//! lasts 15 s (LISA's: 30 to 45 s), to keep the suite to a few minutes
 //! under TCG.
 //!
 //! Needs the assets of `cargo xtask vm-setup`, named by `$DMB_VM_ASSETS`
@@ -58,7 +58,7 @@ mod suite {
         maximum_mib: 1280,
     };
     /// Each stress-ng run, in seconds.
-    const STRESS_SECONDS: u64 = 12;
+    const STRESS_SECONDS: u64 = 15;
     /// One guest command's bound: generous, the host is shared.
     const COMMAND: Duration = Duration::from_secs(60);
     /// How long a balloon or virtio-mem change may take to complete.
@@ -242,8 +242,10 @@ mod suite {
 
     /// What one stress-ng run under the host's manager left behind.
     struct Stressed {
-        /// Read every tick: the lowest MemAvailable, in MiB.
+        /// Read every tick: the lowest MemAvailable and the highest
+        /// Committed_AS, in MiB.
         low_available_mib: u64,
+        high_committed_mib: u64,
         /// AnonHugePages half-way through the run (LISA samples it there), KiB.
         mid_anon_huge_kib: u64,
         /// What the manager did: balloon changes and virtio-mem plugs.
@@ -271,6 +273,7 @@ mod suite {
         let bound = Duration::from_secs(STRESS_SECONDS) + SETTLE;
         let mut out = Stressed {
             low_available_mib: u64::MAX,
+            high_committed_mib: 0,
             mid_anon_huge_kib: 0,
             balloon_moves: 0,
             plugs: 0,
@@ -303,6 +306,7 @@ mod suite {
                 );
             }
             out.low_available_mib = out.low_available_mib.min(reading.mem_available_mib());
+            out.high_committed_mib = out.high_committed_mib.max(reading.committed_as_kib / 1024);
             if !mid_taken && started.elapsed() >= half {
                 out.mid_anon_huge_kib = reading.anon_huge_kib;
                 mid_taken = true;
@@ -382,12 +386,13 @@ mod suite {
     fn stressed_line(s: &Stressed, before: &GuestReading, after: &GuestReading) -> String {
         format!(
             "read /proc/meminfo {} times: MemTotal {} -> {} MiB, MemAvailable as low as {} MiB, \
-             AnonHugePages {} -> {} MiB mid-run -> {} MiB; {} balloon moves, {} plugs; \
+             Committed_AS as high as {} MiB, AnonHugePages {} -> {} MiB mid-run -> {} MiB; {} balloon moves, {} plugs; \
              stress-ng exited {}",
             s.readings,
             before.mem_total_mib(),
             after.mem_total_mib(),
             s.low_available_mib,
+            s.high_committed_mib,
             before.anon_huge_kib / 1024,
             s.mid_anon_huge_kib / 1024,
             after.anon_huge_kib / 1024,
