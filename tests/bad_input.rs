@@ -23,11 +23,6 @@ use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Examples whose command line does not follow the book's usage format yet.
-/// They are run and their problems printed, but they do not fail the suite;
-/// one that passes must leave the list. The list only shrinks.
-const NOT_YET_CONVERTED: &[&str] = &[];
-
 /// The longest any one run may take, the demo run with no arguments included.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -53,11 +48,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let stale: Vec<&str> = NOT_YET_CONVERTED
-        .iter()
-        .copied()
-        .filter(|name| !root.join("examples").join(format!("{name}.rs")).exists())
-        .collect();
     let bin_dir = match build(root, &examples) {
         Ok(dir) => dir,
         Err(e) => {
@@ -65,48 +55,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut passed, mut failed, mut unconverted) = (0, 0, 0);
+    let (mut passed, mut failed) = (0, 0);
     for name in &examples {
         let binary = bin_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         let (runs, problems) = check_example(name, &binary);
-        let converted = !NOT_YET_CONVERTED.contains(&name.as_str());
-        match (converted, problems.is_empty()) {
-            (true, true) => {
-                passed += 1;
-                println!("bad_input: {name}: ok ({runs} runs)");
-            }
-            (true, false) => {
-                failed += 1;
-                println!("bad_input: {name}: FAILED ({runs} runs)");
-                for p in &problems {
-                    println!("    {p}");
-                }
-            }
-            (false, false) => {
-                unconverted += 1;
-                println!(
-                    "bad_input: {name}: not yet converted ({} problems, not counted)",
-                    problems.len()
-                );
-                for p in problems.iter().take(3) {
-                    println!("    {p}");
-                }
-            }
-            (false, true) => {
-                failed += 1;
-                println!(
-                    "bad_input: {name}: FAILED: it passes every check now, so remove it from NOT_YET_CONVERTED in tests/bad_input.rs"
-                );
+        if problems.is_empty() {
+            passed += 1;
+            println!("bad_input: {name}: ok ({runs} runs)");
+        } else {
+            failed += 1;
+            println!("bad_input: {name}: FAILED ({runs} runs)");
+            for p in &problems {
+                println!("    {p}");
             }
         }
     }
-    for name in &stale {
-        failed += 1;
-        println!(
-            "bad_input: NOT_YET_CONVERTED names `{name}`, but examples/{name}.rs does not exist"
-        );
-    }
-    println!("bad_input: {passed} passed, {failed} failed, {unconverted} not yet converted");
+    println!("bad_input: {passed} passed, {failed} failed");
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
