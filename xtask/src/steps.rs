@@ -128,6 +128,8 @@ fn cargo_test(book: &Book, tally: &mut Tally) -> Result<()> {
         book.cargo()
             .args(["test", "--workspace"])
             .env(crate::vm::ASSETS_ENV, crate::vm_assets::assets_file()?)
+            // The VM suite has its own step (`vm suite`): not twice.
+            .env("DMB_VM_SUITE_IN_OWN_STEP", "1")
             .env("DMB_MDBOOK", &mdbook)
             .env("DMB_CHROMIUM", &book.chromium)
             .env("PATH", tools::path_with(&book.bins)?),
