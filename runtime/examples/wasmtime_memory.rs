@@ -83,10 +83,10 @@ pub struct Stats {
     pub base_moves: u32,
 }
 
-// ANCHOR: creator
 /// wasmtime's `MemoryCreator`: one of Part I's memories per wasm memory.
 pub struct BookCreator {
     strategy: Strategy,
+    /// OS steps every memory it makes fails on purpose (tests).
     faults: Faults,
     stats: Arc<Mutex<Stats>>,
 }
@@ -94,10 +94,20 @@ pub struct BookCreator {
 /// A reason a memory cannot be made the way wasmtime demands.
 type Refusal = String;
 
+/// What wasmtime asked for, in pages where Part I's memories count pages.
+struct Request {
+    min: u32,
+    max: u32,
+    fixed: bool,
+    reserved: usize,
+    guard: usize,
+}
+
+// ANCHOR: creator
 // SAFETY: every memory `new_memory` returns keeps wasmtime's demands: its
-// bytes are zeroed and read-write, at least `reserved` bytes plus `guard`
-// are its own when the base is fixed, and `grow_to` never moves the base
-// for a size within `byte_capacity` (see `BookMemory`).
+// bytes are zeroed and read-write, a fixed base owns `reserved` bytes and
+// `guard` after them, and `grow_to` never moves the base for a size within
+// `byte_capacity` (see `BookMemory`).
 unsafe impl MemoryCreator for BookCreator {
     fn new_memory(
         &self,
@@ -108,23 +118,22 @@ unsafe impl MemoryCreator for BookCreator {
         guard: usize,
     ) -> Result<Box<dyn wasmtime::LinearMemory>, Refusal> {
         if ty.page_size() != WASM_PAGE as u64 {
-            return Err(format!(
-                "{} B pages: Part I's memories use 64 KiB",
-                ty.page_size()
-            ));
+            return Err(format!("{} B pages: Part I's use 64 KiB", ty.page_size()));
         }
-        let (min, max) = (pages(minimum), maximum.map_or(MAX_PAGES, pages));
-        let reserved = reserved.unwrap_or(0);
-        let fixed = BookCreator::base_is_fixed(&ty, reserved);
-        let memory = self.make(min, max, fixed, reserved, guard)?;
-        self.stats.lock().unwrap().created += 1;
-        self.stats.lock().unwrap().alive += 1;
-        let stats = Arc::clone(&self.stats);
-        Ok(Box::new(BookMemory {
-            memory,
-            fixed,
-            stats,
-        }))
+        let reserved = reserved.unwrap_or(0); // always `Some` in wasmtime 48
+        let ask = Request {
+            min: pages(minimum),
+            max: maximum.map_or(MAX_PAGES, pages),
+            fixed: base_is_fixed(&ty, reserved),
+            reserved,
+            guard,
+        };
+        let memory = match self.strategy {
+            Strategy::Reserved(pages) => self.reserved(pages, &ask)?,
+            Strategy::Remap => self.remap(Growth::Remap, &ask)?,
+            Strategy::Copy => self.remap(Growth::Copy, &ask)?,
+        };
+        Ok(Box::new(BookMemory::new(memory, ask.fixed, &self.stats)))
     }
 }
 // ANCHOR_END: creator
@@ -134,6 +143,22 @@ unsafe impl MemoryCreator for BookCreator {
 fn pages(bytes: usize) -> u32 {
     (bytes / WASM_PAGE).min(MAX_PAGES as usize) as u32
 }
+
+// ANCHOR: fixed
+/// wasmtime's own rule (`Memory::memory_may_move` in wasmtime-environ 48,
+/// with `Config::memory_may_move` left on, as both configs leave it): the
+/// base may move only if the memory is not shared, can grow, and its
+/// maximum passes the reservation. Else compiled code may skip bounds
+/// checks, trusting the reservation and guard to fault.
+fn base_is_fixed(ty: &MemoryType, reserved: usize) -> bool {
+    let index_limit = if ty.is_64() { u64::MAX } else { 1 << 32 };
+    let max = ty
+        .maximum()
+        .map_or(index_limit, |m| m.saturating_mul(WASM_PAGE as u64));
+    let may_move = !ty.is_shared() && ty.maximum() != Some(ty.minimum());
+    !(may_move && max > reserved as u64)
+}
+// ANCHOR_END: fixed
 
 impl BookCreator {
     pub fn new(strategy: Strategy) -> Arc<BookCreator> {
@@ -154,69 +179,43 @@ impl BookCreator {
         self.stats.lock().unwrap().clone()
     }
 
-    // ANCHOR: fixed
-    /// wasmtime's own rule (`Memory::memory_may_move` in wasmtime-environ
-    /// 48, with `memory_may_move` left on, as both configs leave it): a base
-    /// may move only if the memory is not shared, can grow, and its maximum
-    /// passes the reservation. Else code may skip bounds checks.
-    fn base_is_fixed(ty: &MemoryType, reserved: usize) -> bool {
-        let index_limit = if ty.is_64() { u64::MAX } else { 1 << 32 };
-        let max = ty
-            .maximum()
-            .map_or(index_limit, |m| m.saturating_mul(WASM_PAGE as u64));
-        let may_move = !ty.is_shared() && ty.maximum() != Some(ty.minimum());
-        !(may_move && max > reserved as u64)
-    }
-    // ANCHOR_END: fixed
-
-    // ANCHOR: make
-    /// A fixed base must own the whole reservation plus the guard, and may
-    /// never move; only `LinearMemory` can promise that.
-    fn make(
-        &self,
-        min: u32,
-        max: u32,
-        fixed: bool,
-        reserved: usize,
-        guard: usize,
-    ) -> Result<Memory, Refusal> {
-        let guard_bytes = guard.next_multiple_of(WASM_PAGE); // more is fine
-        let (strategy, growth) = match self.strategy {
-            Strategy::Reserved(pages) => (pages, None),
-            Strategy::Remap => (None, Some(Growth::Remap)),
-            Strategy::Copy => (None, Some(Growth::Copy)),
+    // ANCHOR: reserved
+    /// A fixed base owns wasmtime's whole reservation (at least the maximum)
+    /// and the guard after it, and never moves. A movable one reserves what
+    /// the strategy says and relocates past it.
+    fn reserved(&self, pages_wanted: Option<u32>, ask: &Request) -> Result<Memory, Refusal> {
+        let at_least = match ask.fixed {
+            true => ask.max.max(pages(ask.reserved)),
+            false => ask.min,
         };
-        if let Some(growth) = growth {
-            if fixed || guard > 0 {
-                return Err(format!(
-                    "{growth:?} maps exactly its size: no fixed base, no guard"
-                ));
-            }
-            let mut memory =
-                RemapMemory::new(min, Some(max), growth).map_err(|e| format!("{e:?}"))?;
-            memory.inject_faults(
-                &self
-                    .faults
-                    .paths
-                    .iter()
-                    .map(|p| to_remap(*p))
-                    .collect::<Vec<_>>(),
-            );
-            return Ok(Memory::Remap(memory));
-        }
-        // Fixed: wasmtime's reservation (at least the maximum) wins.
-        let at_least = if fixed { max.max(pages(reserved)) } else { min };
-        let reservation = strategy.unwrap_or(max).max(at_least);
+        let reservation = pages_wanted.unwrap_or(ask.max).max(at_least);
         let options = Options {
-            guard_bytes,
-            fixed_base: fixed,
+            guard_bytes: ask.guard.next_multiple_of(WASM_PAGE), // more is fine
+            fixed_base: ask.fixed,
         };
-        let mut memory = LinearMemory::with_options(min, Some(max), Some(reservation), options)
-            .map_err(|e| format!("{e:?}"))?;
+        let memory = LinearMemory::with_options(ask.min, Some(ask.max), Some(reservation), options);
+        let mut memory = memory.map_err(|e| format!("{e:?}"))?;
         memory.inject_faults(self.faults.clone());
         Ok(Memory::Reserved(memory))
     }
-    // ANCHOR_END: make
+    // ANCHOR_END: reserved
+
+    // ANCHOR: remap
+    /// `RemapMemory` maps exactly its size: it has no reservation to keep a
+    /// base fixed in, and no guard.
+    fn remap(&self, growth: Growth, ask: &Request) -> Result<Memory, Refusal> {
+        if ask.fixed || ask.guard > 0 {
+            return Err(format!(
+                "{growth:?} maps exactly its size: no fixed base, no guard"
+            ));
+        }
+        let memory = RemapMemory::new(ask.min, Some(ask.max), growth);
+        let mut memory = memory.map_err(|e| format!("{e:?}"))?;
+        let failing: Vec<_> = self.faults.paths.iter().map(|p| to_remap(*p)).collect();
+        memory.inject_faults(&failing);
+        Ok(Memory::Remap(memory))
+    }
+    // ANCHOR_END: remap
 }
 
 /// Part I's two memory types.
@@ -245,15 +244,17 @@ unsafe impl wasmtime::LinearMemory for BookMemory {
     }
 
     /// A fixed base keeps its whole reservation. A movable one may move on
-    /// any grow (a failed commit falls back to a copy), so it promises only
-    /// the size it has.
+    /// any grow (a refused commit falls back to a copy), so it promises
+    /// only the size it has.
     fn byte_capacity(&self) -> usize {
         match &self.memory {
             Memory::Reserved(m) if self.fixed => m.capacity(),
             _ => self.byte_size(),
         }
     }
+    // ANCHOR_END: memory
 
+    // ANCHOR: grow_to
     fn as_ptr(&self) -> *mut u8 {
         match &self.memory {
             Memory::Reserved(m) => m.as_ptr().cast_mut(),
@@ -261,10 +262,10 @@ unsafe impl wasmtime::LinearMemory for BookMemory {
         }
     }
 
-    /// wasmtime checked the maximum already; a failure here is -1 in wasm.
+    /// wasmtime checked the maximum already; an error here is -1 in wasm.
     fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
         let (old_size, old_base) = (self.byte_size(), self.as_ptr());
-        let delta = ((new_size.saturating_sub(old_size)) / WASM_PAGE) as u32;
+        let delta = (new_size.saturating_sub(old_size) / WASM_PAGE) as u32;
         let grown = match &mut self.memory {
             Memory::Reserved(m) => m.grow_traced(delta).map_err(|e| format!("{e:?}")),
             Memory::Remap(m) => (m.grow_traced(delta).map(|(old, p)| (old, from_remap(p))))
@@ -274,9 +275,22 @@ unsafe impl wasmtime::LinearMemory for BookMemory {
         grown.map(drop).map_err(wasmtime::Error::msg)
     }
 }
-// ANCHOR_END: memory
+// ANCHOR_END: grow_to
 
 impl BookMemory {
+    fn new(memory: Memory, fixed: bool, stats: &Arc<Mutex<Stats>>) -> BookMemory {
+        let mut counts = stats.lock().unwrap();
+        counts.created += 1;
+        counts.alive += 1;
+        drop(counts);
+        let stats = Arc::clone(stats);
+        BookMemory {
+            memory,
+            fixed,
+            stats,
+        }
+    }
+
     fn record(&self, grown: &Result<(u32, GrowPath), String>, old_base: *mut u8) {
         let mut stats = self.stats.lock().unwrap();
         match grown {

@@ -110,7 +110,10 @@ struct ArtifactTarget {
 fn library_dir(book: &Book) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     let host = host_triple()?;
     let target_dir = book.target.join("xtask/mdbook-deps");
-    let direct = manifest::direct_dependencies(&book.root)?;
+    let mut direct = manifest::direct_dependencies(&book.root)?;
+    // The runtime chapter's snippets use the `runtime` member (Part I's
+    // memories as a library) and wasmtime; the member builds both.
+    direct.extend(RUNTIME_CRATES.map(str::to_owned));
     let mut cmd = book.cargo();
     cmd.args([
         "build",
@@ -121,9 +124,13 @@ fn library_dir(book: &Book) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
         "--target-dir",
     ])
     .arg(&target_dir);
-    for dep in &direct {
+    for dep in direct
+        .iter()
+        .filter(|d| !RUNTIME_CRATES.contains(&d.as_str()))
+    {
         cmd.args(["--package", dep]);
     }
+    cmd.args(["--package", "runtime"]);
     let out = run_recorded(&mut cmd, true)?;
     if !out.success {
         return Err(format!("build the -L dependencies:\n{}", out.error_lines()).into());
@@ -176,6 +183,10 @@ fn library_dir(book: &Book) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     }
     Ok((deps, externs))
 }
+
+/// The crates the runtime chapter's snippets name (`extern crate`), built
+/// by building the `runtime` workspace member.
+const RUNTIME_CRATES: [&str; 2] = ["runtime", "wasmtime"];
 
 fn host_triple() -> Result<String> {
     let out = Command::new("rustc").arg("-vV").output()?;

@@ -79,6 +79,9 @@ fn module_text(max: Option<u32>) -> String {
     (i32.const -1))
   (func (export "load") (param $at i32) (result i32)
     (i32.load8_u (local.get $at)))
+  ;; 16 MiB past the index: from index 0xffffffff, inside the guard.
+  (func (export "load_far") (param $at i32) (result i32)
+    (i32.load8_u offset=0x1000000 (local.get $at)))
   (func (export "store") (param $at i32)
     (i32.store8 (local.get $at) (i32.const 0x5a))))"#
     )
@@ -93,6 +96,7 @@ struct Guest {
     grow_marking: TypedFunc<i32, i32>,
     check: TypedFunc<(), i32>,
     load: TypedFunc<i32, i32>,
+    load_far: TypedFunc<i32, i32>,
     store_at: TypedFunc<i32, ()>,
 }
 
@@ -117,6 +121,7 @@ impl Guest {
             func("store"),
             func("mark_first"),
         );
+        let far = func("load_far");
         mf.typed::<(), ()>(&store)
             .unwrap()
             .call(&mut store, ())
@@ -128,6 +133,7 @@ impl Guest {
             grow_marking: gm.typed(&store).unwrap(),
             check: c.typed(&store).unwrap(),
             load: l.typed(&store).unwrap(),
+            load_far: far.typed(&store).unwrap(),
             store_at: st.typed(&store).unwrap(),
             store,
         }
@@ -156,6 +162,10 @@ impl Guest {
 
     fn load(&mut self, at: u32) -> wasmtime::Result<i32> {
         self.load.call(&mut self.store, at as i32)
+    }
+
+    fn load_far(&mut self, at: u32) -> wasmtime::Result<i32> {
+        self.load_far.call(&mut self.store, at as i32)
     }
 
     fn store(&mut self, at: u32) -> wasmtime::Result<()> {
@@ -357,6 +367,15 @@ fn out_of_bounds_access_traps() {
                         "{what}: store at {at:#x}: {store:?}"
                     );
                 }
+            }
+            // Under the fixed layout these land past the 4 GiB reservation,
+            // in the guard: the compiled code checked nothing.
+            for at in [0, 0xffff_0000, u32::MAX] {
+                let far = guest.load_far(at).expect_err("16 MiB past a small memory");
+                assert!(
+                    is_out_of_bounds(&far),
+                    "{what}: load at {at:#x} + 16 MiB: {far:?}"
+                );
             }
             // A trap leaves the instance usable and its memory intact.
             assert_eq!(guest.load(0).unwrap(), 1, "{what}");
