@@ -28,6 +28,7 @@ fn main() {
     // examples re-run this script too.
     println!("cargo::rerun-if-changed=src");
     println!("cargo::rerun-if-changed=examples");
+    println!("cargo::rerun-if-changed=runtime/examples");
     // Part IV's chapters include bench code, and the tables that
     // `cargo xtask bench` writes to benches/results/.
     println!("cargo::rerun-if-changed=benches");
@@ -38,28 +39,17 @@ fn main() {
     let mut used = BTreeSet::new();
     for chapter in &chapters {
         let rel = chapter.strip_prefix(&src_dir).expect("walked from src_dir");
-        let shown = Path::new("src").join(rel);
-        let text = match fs::read_to_string(chapter) {
-            Ok(text) => text,
-            Err(e) => fail(&format!("{}: cannot read: {e}", shown.display())),
-        };
-        let base = chapter.parent().expect("a chapter lives in a folder");
-        let mut ctx = Context {
-            chapter: &shown,
-            errors: &mut errors,
-            depth: 0,
-            used: &mut used,
-        };
-        let expanded = expand(&text, base, &mut ctx);
-        check_code_blocks(&shown, &expanded, &mut errors);
-
+        let expanded = expand_chapter(&src_dir, rel, &mut errors, &mut used);
         let dest = out_dir.join(rel);
         if let Err(e) = fs::create_dir_all(dest.parent().expect("has a parent"))
             .and_then(|()| write_if_changed(&dest, &expanded))
         {
             fail(&format!("cannot write {}: {e}", dest.display()));
         }
-        expanded_paths.push(dest);
+        // Checked here like every chapter, compiled by the member's skeptic.
+        if !RUNTIME_CHAPTERS.iter().any(|c| Path::new(c) == rel) {
+            expanded_paths.push(dest);
+        }
     }
     check_unique_stems(&chapters, &mut errors);
     check_dead_anchors(&manifest_dir, &used, &mut errors);
@@ -70,6 +60,37 @@ fn main() {
         std::process::exit(1);
     }
     skeptic::generate_doc_tests(&expanded_paths);
+}
+
+/// Chapters whose snippets need wasmtime: the `runtime-snippets` workspace
+/// member's build script (runtime/snippets/build.rs, which includes this
+/// file) turns them into its skeptic tests, so the book package never builds wasmtime.
+pub const RUNTIME_CHAPTERS: &[&str] = &["part1-runtime.md"];
+
+/// One chapter (`rel`, under `src_dir`) as mdBook expands it, its code
+/// blocks checked. Problems go to `errors`, included anchors to `used`.
+pub fn expand_chapter(
+    src_dir: &Path,
+    rel: &Path,
+    errors: &mut Vec<String>,
+    used: &mut BTreeSet<(PathBuf, String)>,
+) -> String {
+    let chapter = src_dir.join(rel);
+    let shown = Path::new("src").join(rel);
+    let text = match fs::read_to_string(&chapter) {
+        Ok(text) => text,
+        Err(e) => fail(&format!("{}: cannot read: {e}", shown.display())),
+    };
+    let base = chapter.parent().expect("a chapter lives in a folder");
+    let mut ctx = Context {
+        chapter: &shown,
+        errors: &mut *errors,
+        depth: 0,
+        used,
+    };
+    let expanded = expand(&text, base, &mut ctx);
+    check_code_blocks(&shown, &expanded, errors);
+    expanded
 }
 
 fn env(name: &str) -> String {
@@ -442,8 +463,18 @@ fn rustdoc_anchored_lines(source: &str, anchor: &str) -> String {
 // ---------------------------------------------------------------------------
 
 fn check_dead_anchors(root: &Path, used: &BTreeSet<(PathBuf, String)>, errors: &mut Vec<String>) {
-    let examples = root.join("examples");
-    let Ok(entries) = fs::read_dir(&examples) else {
+    for dir in ["examples", "runtime/examples"] {
+        check_dead_anchors_in(root, dir, used, errors);
+    }
+}
+
+fn check_dead_anchors_in(
+    root: &Path,
+    dir: &str,
+    used: &BTreeSet<(PathBuf, String)>,
+    errors: &mut Vec<String>,
+) {
+    let Ok(entries) = fs::read_dir(root.join(dir)) else {
         return;
     };
     let mut files: Vec<PathBuf> = entries
@@ -458,7 +489,7 @@ fn check_dead_anchors(root: &Path, used: &BTreeSet<(PathBuf, String)>, errors: &
         let name = file
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-        let shown = format!("examples/{name}");
+        let shown = format!("{dir}/{name}");
         let canonical_file = fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
         let mut copy_of: Option<String> = None;
         for (index, line) in source.lines().enumerate() {

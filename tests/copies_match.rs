@@ -104,23 +104,32 @@ fn regions(file: &str, text: &str) -> Result<Vec<Region>, Vec<String>> {
     }
 }
 
-/// Every problem with the shared regions of the examples in `root/examples`.
+/// Every problem with the shared regions of the examples in `root/examples`
+/// and `root/runtime/examples`.
 fn check(root: &Path) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
-        .expect("examples/ can be listed")
-        .map(|e| e.expect("a readable folder entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
+    // The runtime workspace member's examples hold copies too.
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for dir in ["examples", "runtime/examples"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            assert_eq!(dir, "runtime/examples", "{dir}/ can be listed");
+            continue;
+        };
+        files.extend(
+            entries
+                .map(|e| e.expect("a readable folder entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+                .map(|p| {
+                    let name = p.file_name().expect("a file name").to_string_lossy();
+                    (format!("{dir}/{name}"), p)
+                }),
+        );
+    }
     files.sort();
     let mut errors = Vec::new();
     let mut all = Vec::new();
-    for path in &files {
-        let file = format!(
-            "examples/{}",
-            path.file_name().expect("a file name").to_string_lossy()
-        );
+    for (file, path) in &files {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{file}: {e}"));
-        match regions(&file, &text) {
+        match regions(file, &text) {
             Ok(found) => all.extend(found),
             Err(e) => errors.extend(e),
         }

@@ -17,7 +17,8 @@ use crate::mdbook_test::count_before;
 use crate::vm::{self, Assets, Guest, GuestConfig};
 use crate::{tools, vm_assets, Result};
 
-/// A cargo target of the book's package.
+/// A cargo target of the workspace (target names are unique across its
+/// packages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     /// `test` or `example` (an example built with `test = true`).
@@ -27,7 +28,7 @@ pub struct Target {
 
 /// The test binaries whose results depend on the kernel: run on every
 /// kernel of the matrix. The one list to edit when tests move.
-pub const OS_TESTS: [Target; 7] = [
+pub const OS_TESTS: [Target; 9] = [
     Target {
         kind: "test",
         name: "linear_memory",
@@ -55,6 +56,15 @@ pub const OS_TESTS: [Target; 7] = [
     Target {
         kind: "test",
         name: "map_and_touch",
+    },
+    // The runtime workspace member's: Part I's memories under wasmtime.
+    Target {
+        kind: "test",
+        name: "wasmtime_memory",
+    },
+    Target {
+        kind: "test",
+        name: "no_leaks",
     },
 ];
 
@@ -318,7 +328,8 @@ fn has_target(root: &Path, target: Target) -> Result<bool> {
 /// `cargo test --no-run --message-format=json` for `targets`; their test
 /// executables, by target.
 fn build(mut cargo: Command, targets: &[Target]) -> Result<BTreeMap<&'static str, PathBuf>> {
-    cargo.args(["test", "--no-run", "--message-format=json"]);
+    // `--workspace`: some targets are the `runtime` member's.
+    cargo.args(["test", "--workspace", "--no-run", "--message-format=json"]);
     for t in targets {
         cargo.arg(format!("--{}", t.kind)).arg(t.name);
     }

@@ -21,7 +21,14 @@ pub fn mdbook_test(book: &Book, tally: &mut Tally) -> Result<()> {
 
     // mdBook runs `rustdoc` by name and prints nothing on success, so a shim
     // first in PATH records what each rustdoc run reported.
-    let shim = RustdocShim::new(&book.target.join("xtask/rustdoc-shim"), &externs)?;
+    // Proc macros (wasmtime's serde_derive) are built for the host, outside
+    // the `--target` folder: rustdoc needs that folder too.
+    let host_deps = deps.ancestors().nth(3).map(|d| d.join("debug/deps"));
+    let shim = RustdocShim::new(
+        &book.target.join("xtask/rustdoc-shim"),
+        &externs,
+        host_deps.as_deref(),
+    )?;
     let out = run_recorded(
         book.mdbook()?
             .arg("test")
@@ -110,41 +117,58 @@ struct ArtifactTarget {
 fn library_dir(book: &Book) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     let host = host_triple()?;
     let target_dir = book.target.join("xtask/mdbook-deps");
-    let direct = manifest::direct_dependencies(&book.root)?;
-    let mut cmd = book.cargo();
-    cmd.args([
-        "build",
-        "--quiet",
-        "--message-format=json-render-diagnostics",
-        "--target",
-        &host,
-        "--target-dir",
-    ])
-    .arg(&target_dir);
-    for dep in &direct {
-        cmd.args(["--package", dep]);
-    }
-    let out = run_recorded(&mut cmd, true)?;
-    if !out.success {
-        return Err(format!("build the -L dependencies:\n{}", out.error_lines()).into());
-    }
-    let mut rlibs = Vec::new();
-    for line in out.stdout.lines().filter(|l| l.starts_with('{')) {
-        let message: Message = serde_json::from_str(line)
-            .map_err(|e| format!("cargo printed a message this xtask cannot read: {e}"))?;
-        let Some(target) = message.target else {
-            continue;
-        };
-        if message.reason != "compiler-artifact" || !target.kind.iter().any(|k| k.contains("lib")) {
-            continue;
+    let mut direct = manifest::direct_dependencies(&book.root)?;
+    // The runtime chapter's snippets use the `runtime` member (Part I's
+    // memories as a library) and wasmtime; the member builds both.
+    direct.extend(RUNTIME_CRATES.map(str::to_owned));
+    // Two builds: cargo matches `--package libc` only against the book
+    // package's graph when a member (`runtime`) is named with it.
+    let book_packages: Vec<&str> = direct
+        .iter()
+        .map(String::as_str)
+        .filter(|d| !RUNTIME_CRATES.contains(d))
+        .collect();
+    let mut rlibs: Vec<(String, PathBuf)> = Vec::new();
+    for packages in [book_packages, vec!["runtime"]] {
+        // A crate both builds report (libc) keeps the first build's rlib.
+        let known: Vec<String> = rlibs.iter().map(|(name, _)| name.clone()).collect();
+        let mut cmd = book.cargo();
+        cmd.args([
+            "build",
+            "--quiet",
+            "--message-format=json-render-diagnostics",
+            "--target",
+            &host,
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+        for package in packages {
+            cmd.args(["--package", package]);
         }
-        rlibs.extend(
-            message
-                .filenames
-                .into_iter()
-                .filter(|f| f.extension().is_some_and(|e| e == "rlib"))
-                .map(|f| (target.name.clone(), f)),
-        );
+        let out = run_recorded(&mut cmd, true)?;
+        if !out.success {
+            return Err(format!("build the -L dependencies:\n{}", out.error_lines()).into());
+        }
+        for line in out.stdout.lines().filter(|l| l.starts_with('{')) {
+            let message: Message = serde_json::from_str(line)
+                .map_err(|e| format!("cargo printed a message this xtask cannot read: {e}"))?;
+            let Some(target) = message.target else {
+                continue;
+            };
+            if message.reason != "compiler-artifact"
+                || !target.kind.iter().any(|k| k.contains("lib"))
+            {
+                continue;
+            }
+            rlibs.extend(
+                message
+                    .filenames
+                    .into_iter()
+                    .filter(|f| f.extension().is_some_and(|e| e == "rlib"))
+                    .filter(|_| !known.contains(&target.name))
+                    .map(|f| (target.name.clone(), f)),
+            );
+        }
     }
     let deps = target_dir.join(&host).join("debug/deps");
     // `extern crate libc;` is still ambiguous with `-L` alone (E0464): the
@@ -177,6 +201,10 @@ fn library_dir(book: &Book) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     Ok((deps, externs))
 }
 
+/// The crates the runtime chapter's snippets name (`extern crate`), built
+/// by building the `runtime` workspace member.
+const RUNTIME_CRATES: [&str; 2] = ["runtime", "wasmtime"];
+
 fn host_triple() -> Result<String> {
     let out = Command::new("rustc").arg("-vV").output()?;
     String::from_utf8_lossy(&out.stdout)
@@ -202,7 +230,7 @@ struct RustdocShim {
 }
 
 impl RustdocShim {
-    fn new(dir: &Path, externs: &[(String, PathBuf)]) -> Result<RustdocShim> {
+    fn new(dir: &Path, externs: &[(String, PathBuf)], also: Option<&Path>) -> Result<RustdocShim> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join("runs.log");
         std::fs::write(&log, "")?;
@@ -210,6 +238,7 @@ impl RustdocShim {
         let extern_args: String = externs
             .iter()
             .map(|(krate, rlib)| format!(" --extern '{krate}={}'", rlib.display()))
+            .chain(also.map(|dir| format!(" -L 'dependency={}'", dir.display())))
             .collect();
         // mdBook calls `rustdoc <chapter.md> --test -L ...` from its temp folder.
         let script_text = format!(

@@ -12,6 +12,8 @@
 //!   faults that run saved next to them), after a change to the drawing.
 //! - `--numbers` measures nothing: it rewrites `benches/results/*_numbers.txt`
 //!   (the numbers the chapters quote) from the committed CSV files.
+//! - `--only BENCH` makes a full run of one bench (e.g. `runtime_grow`) and
+//!   rewrites only its outputs (a later `--redraw` needs a full run again).
 //! - `--repeat N` makes N full runs and writes how far they disagreed to
 //!   `benches/results/spread.md` (see `spread.rs`).
 //!
@@ -23,6 +25,7 @@ mod criterion;
 pub mod machine;
 mod report_dynamic_buffers;
 mod report_memory_grow;
+mod report_runtime_grow;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +47,9 @@ pub enum Mode {
 /// The benches this task knows, in the order it runs them.
 struct BenchSpec {
     name: &'static str,
+    /// The workspace member whose `benches/` holds it: `None` for the book
+    /// package at the root.
+    package: Option<&'static str>,
     /// Criterion filter for `--quick` (fewer sizes), if the bench has no
     /// quick mode of its own.
     quick_filter: Option<&'static str>,
@@ -52,9 +58,10 @@ struct BenchSpec {
     numbers: fn(&Results) -> Numbers,
 }
 
-const BENCHES: [BenchSpec; 2] = [
+const BENCHES: [BenchSpec; 3] = [
     BenchSpec {
         name: "dynamic_buffers",
+        package: None,
         // The bench reads DMB_BENCH_QUICK=1 and runs three lengths.
         quick_filter: None,
         report: report_dynamic_buffers::report_dynamic_buffers,
@@ -62,6 +69,7 @@ const BENCHES: [BenchSpec; 2] = [
     },
     BenchSpec {
         name: "memory_grow",
+        package: None,
         quick_filter: Some("/(256|4096)$"),
         report: report_memory_grow::report_memory_grow,
         numbers: |r| {
@@ -72,7 +80,23 @@ const BENCHES: [BenchSpec; 2] = [
             )
         },
     },
+    BenchSpec {
+        name: "runtime_grow",
+        package: Some("runtime"),
+        // At 4096 pages wasmtime's 1 MiB reservation copies ~20 s per run.
+        quick_filter: Some("/256$"),
+        report: report_runtime_grow::report_runtime_grow,
+        numbers: report_runtime_grow::runtime_grow_numbers,
+    },
 ];
+
+impl BenchSpec {
+    /// `benches/NAME.rs`, or `MEMBER/benches/NAME.rs`.
+    fn source(&self, root: &Path) -> PathBuf {
+        let dir = self.package.map_or(root.to_path_buf(), |p| root.join(p));
+        dir.join("benches").join(format!("{}.rs", self.name))
+    }
+}
 
 /// Where a run writes.
 pub struct Dirs {
@@ -108,13 +132,19 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         [flag] if flag == "--quick" => (Mode::Quick, 1),
         [flag] if flag == "--redraw" => (Mode::Redraw, 1),
         [flag] if flag == "--numbers" => return numbers_from_csv(root),
+        [flag, name] if flag == "--only" => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            return pipeline_of(root, &target, Mode::Full, false, Some(name)).map(|_| ());
+        }
         [flag, n] if flag == "--repeat" => match n.parse::<usize>() {
             Ok(n) if (2..=10).contains(&n) => (Mode::Full, n),
             _ => return Err(format!("--repeat takes a whole number from 2 to 10, not `{n}`").into()),
         },
         _ => {
             return Err(format!(
-                "usage: cargo xtask bench [--quick | --redraw | --numbers | --repeat N]\nunexpected argument(s): {}",
+                "usage: cargo xtask bench [--quick | --redraw | --numbers | --repeat N | --only BENCH]\nunexpected argument(s): {}",
                 args.join(" ")
             )
             .into())
@@ -166,6 +196,14 @@ fn numbers_from_csv(root: &Path) -> Result<()> {
         let text = std::fs::read_to_string(&csv).map_err(|e| format!("{}: {e}", csv.display()))?;
         let r = Results::from_csv(spec.name, &text)?;
         let file = (spec.numbers)(&r).write(&results, spec.name)?;
+        if let Some(package) = spec.package {
+            // The note names the bench's file: a member's is in its folder.
+            let text = std::fs::read_to_string(&file)?;
+            std::fs::write(
+                &file,
+                text.replace("`benches/", &format!("`{package}/benches/")),
+            )?;
+        }
         eprintln!(
             "xtask bench: {} -> {}",
             shown(root, &csv),
@@ -183,6 +221,21 @@ pub struct Written {
 }
 
 pub fn pipeline(root: &Path, cargo_target: &Path, mode: Mode, quiet: bool) -> Result<Written> {
+    pipeline_of(root, cargo_target, mode, quiet, None)
+}
+
+/// `pipeline`, for one bench only if `only` names it (`--only BENCH`): its
+/// outputs are rewritten, the others' stay as they are.
+fn pipeline_of(
+    root: &Path,
+    cargo_target: &Path,
+    mode: Mode,
+    quiet: bool,
+    only: Option<&str>,
+) -> Result<Written> {
+    if let Some(name) = only.filter(|n| !BENCHES.iter().any(|s| s.name == *n)) {
+        return Err(format!("--only: no bench `{name}`").into());
+    }
     let started = Instant::now();
     let dirs = Dirs::new(root, mode);
     let machine_file = dirs.criterion.join("machine.txt");
@@ -212,12 +265,13 @@ pub fn pipeline(root: &Path, cargo_target: &Path, mode: Mode, quiet: bool) -> Re
         files: Vec::new(),
         skipped: Vec::new(),
     };
-    for spec in &BENCHES {
-        let source = root.join("benches").join(format!("{}.rs", spec.name));
+    for spec in BENCHES.iter().filter(|s| only.is_none_or(|n| n == s.name)) {
+        let source = spec.source(root);
         if !source.exists() {
             eprintln!(
-                "xtask bench: skipping {}: benches/{}.rs does not exist",
-                spec.name, spec.name
+                "xtask bench: skipping {}: {} does not exist",
+                spec.name,
+                shown(root, &source)
             );
             written.skipped.push(spec.name.to_owned());
             continue;
@@ -287,8 +341,11 @@ fn run_bench(
     quiet: bool,
 ) -> Result<String> {
     let mut cmd = Command::new(tools::cargo());
-    cmd.current_dir(root)
-        .args(["bench", "--color=never", "--bench", spec.name, "--"])
+    cmd.current_dir(root).args(["bench", "--color=never"]);
+    if let Some(package) = spec.package {
+        cmd.args(["--package", package]);
+    }
+    cmd.args(["--bench", spec.name, "--"])
         .env("CARGO_TARGET_DIR", cargo_target)
         .env("CRITERION_HOME", &dirs.criterion)
         .env_remove("DMB_BENCH_QUICK");
