@@ -344,6 +344,13 @@ fn run_bench(
     cmd.current_dir(root).args(["bench", "--color=never"]);
     if let Some(package) = spec.package {
         cmd.args(["--package", package]);
+        if mode == Mode::Quick {
+            // The pipeline check needs no optimised wasmtime: the dev
+            // profile, with the whole workspace's features, reuses the
+            // build `cargo test --workspace` made, where a release build
+            // of wasmtime would cost minutes for numbers nobody reads.
+            cmd.args(["--profile", "dev", "--workspace"]);
+        }
     }
     cmd.args(["--bench", spec.name, "--"])
         .env("CARGO_TARGET_DIR", cargo_target)
