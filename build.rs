@@ -34,6 +34,17 @@ fn main() {
     println!("cargo::rerun-if-changed=benches");
 
     let chapters = markdown_files(&src_dir);
+    // Files a chapter includes from elsewhere (tests/results/ tables that
+    // the xtask rewrites, a test's source): each re-runs this script too.
+    for chapter in &chapters {
+        let text = fs::read_to_string(chapter).unwrap_or_default();
+        for piece in text.split("include ../").skip(1) {
+            let path = piece.split([':', '}']).next().unwrap_or("");
+            if !path.is_empty() && !path.contains(char::is_whitespace) {
+                println!("cargo::rerun-if-changed={path}");
+            }
+        }
+    }
     let mut expanded_paths = Vec::new();
     let mut errors = Vec::new();
     let mut used = BTreeSet::new();
