@@ -16,18 +16,23 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[path = "xtask/src/programs.rs"]
+mod programs;
+
 /// mdBook stops expanding nested includes at this depth (`MAX_LINK_NESTED_DEPTH`).
 const MAX_NESTED_DEPTH: usize = 10;
 
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
-    let out_dir = PathBuf::from(env("OUT_DIR")).join("book");
+    let out_root = PathBuf::from(env("OUT_DIR"));
+    let out_dir = out_root.join("book");
     let src_dir = manifest_dir.join("src");
 
     // Cargo scans a directory named here recursively, so new chapters and new
     // examples re-run this script too.
     println!("cargo::rerun-if-changed=src");
     println!("cargo::rerun-if-changed=examples");
+    println!("cargo::rerun-if-changed=xtask/src/programs.rs");
     println!("cargo::rerun-if-changed=runtime/examples");
     // Part IV's chapters include bench code, and the tables that
     // `cargo xtask bench` writes to benches/results/.
@@ -45,7 +50,8 @@ fn main() {
             }
         }
     }
-    let mut expanded_paths = Vec::new();
+    let mut skeptic_paths = Vec::new();
+    let mut programs = BTreeSet::new();
     let mut errors = Vec::new();
     let mut used = BTreeSet::new();
     for chapter in &chapters {
@@ -59,7 +65,7 @@ fn main() {
         }
         // Checked here like every chapter, compiled by the member's skeptic.
         if !RUNTIME_CHAPTERS.iter().any(|c| Path::new(c) == rel) {
-            expanded_paths.push(dest);
+            skeptic_paths.push(skeptic_copy(&out_root, rel, &expanded, &mut programs));
         }
     }
     check_unique_stems(&chapters, &mut errors);
@@ -70,7 +76,65 @@ fn main() {
         }
         std::process::exit(1);
     }
-    skeptic::generate_doc_tests(&expanded_paths);
+    skeptic::generate_doc_tests(&skeptic_paths);
+}
+
+/// Writes the copy of chapter `rel` (expanded: `text`) that skeptic turns
+/// into tests, under `<out_dir>/skeptic/`, and returns its path. A Rust
+/// block whose program an earlier block already is (`programs` holds those
+/// of the chapters before; see xtask/src/programs.rs) becomes a `text`
+/// block on the same lines, so each program is compiled and run once.
+pub fn skeptic_copy(
+    out_dir: &Path,
+    rel: &Path,
+    text: &str,
+    programs: &mut BTreeSet<String>,
+) -> PathBuf {
+    use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag};
+    let mut copy = String::with_capacity(text.len());
+    let mut copied = 0;
+    // The open Rust block: its info string, where its fence starts, its code.
+    let mut open: Option<(String, usize, String)> = None;
+    for (event, range) in Parser::new(text).into_offset_iter() {
+        match event {
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info)))
+                if info.split(',').next().map(str::trim) == Some("rust") =>
+            {
+                open = Some((info.to_string(), range.start, String::new()));
+            }
+            Event::Text(code) => {
+                if let Some((_, _, body)) = open.as_mut() {
+                    body.push_str(&code);
+                }
+            }
+            Event::End(Tag::CodeBlock(_)) => {
+                let Some((info, start, body)) = open.take() else {
+                    continue;
+                };
+                if programs.insert(programs::program(&info, body.lines())) {
+                    continue;
+                }
+                let fence_end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+                let fence = &text[start..fence_end];
+                let marks = fence.trim_start();
+                let lead = fence.len() - marks.len();
+                let run = marks.len() - marks.trim_start_matches(['`', '~']).len();
+                copy.push_str(&text[copied..start]);
+                copy.push_str(&fence[..lead + run]);
+                copy.push_str("text");
+                copied = fence_end;
+            }
+            _ => {}
+        }
+    }
+    copy.push_str(&text[copied..]);
+    let dest = out_dir.join("skeptic").join(rel);
+    if let Err(e) = fs::create_dir_all(dest.parent().expect("has a parent"))
+        .and_then(|()| write_if_changed(&dest, &copy))
+    {
+        fail(&format!("cannot write {}: {e}", dest.display()));
+    }
+    dest
 }
 
 /// Chapters whose snippets need wasmtime: the `runtime-snippets` workspace

@@ -150,6 +150,7 @@ mod tests {
         assert!(!is_hidden("#![allow(dead_code)]"));
         let block = Fenced {
             lang: "rust".into(),
+            info: "rust".into(),
             line: 1,
             body: vec!["# hidden".into(), "fn x() {}".into(), "".into()],
         };
@@ -160,6 +161,7 @@ mod tests {
     fn rust_source_shown_as_text_counts_and_output_does_not() {
         let text = |body: &str| Fenced {
             lang: "text".into(),
+            info: "text".into(),
             line: 3,
             body: vec![body.into()],
         };

@@ -13,6 +13,8 @@ pub struct ChapterBlocks {
     /// (build.rs rejects them, so there should be none).
     pub rust: usize,
     pub mermaid: usize,
+    /// Each Rust block's program (`programs::program`), in order.
+    pub programs: Vec<String>,
 }
 
 /// One fenced code block (```` ``` ```` or `~~~`) of a markdown text.
@@ -21,6 +23,8 @@ pub struct Fenced {
     /// The first word of the info string (`rust`, `console`, ``), as
     /// rustdoc and mdBook read it.
     pub lang: String,
+    /// The whole info string (`rust,should_panic`).
+    pub info: String,
     /// 1-based line of the opening fence.
     pub line: usize,
     /// The lines between the fences.
@@ -62,6 +66,7 @@ pub fn fenced(markdown: &str) -> Vec<Fenced> {
                     run,
                     Fenced {
                         lang,
+                        info: info.to_owned(),
                         line: index + 1,
                         body: Vec::new(),
                     },
@@ -96,10 +101,16 @@ pub fn count_dir(dir: &Path) -> Result<Vec<ChapterBlocks>> {
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let (rust, mermaid) = count(&text);
+            let programs = fenced(&text)
+                .into_iter()
+                .filter(|b| b.lang == "rust" || b.lang.is_empty())
+                .map(|b| crate::programs::program(&b.info, b.body.iter().map(String::as_str)))
+                .collect();
             Ok(ChapterBlocks {
                 chapter,
                 rust,
                 mermaid,
+                programs,
             })
         })
         .collect()

@@ -55,6 +55,9 @@ impl Book {
 #[derive(Default, Debug)]
 pub struct Tally {
     pub rust_blocks: usize,
+    /// The distinct programs among `rust_blocks` (xtask/src/programs.rs).
+    pub programs: usize,
+    /// Skeptic's tests: one per program.
     pub skeptic: usize,
     pub mdbook_test: usize,
     pub diagrams: usize,

@@ -26,6 +26,7 @@ mod output_table;
 mod outputs;
 mod page_report;
 mod process;
+mod programs;
 #[cfg(test)]
 mod selftest;
 mod site_check;

@@ -80,7 +80,8 @@ pub fn test_all(root: &Path, only: &[String]) -> Result<()> {
         );
     }
     println!(
-        "book: {} snippets tested by skeptic, {} by mdbook test, {} diagrams rendered, {} pages checked, 0 broken links (of {}), longest block {} lines, outputs generated {} of {}",
+        "book: {} Rust blocks, {} programs tested by skeptic, {} blocks by mdbook test, {} diagrams rendered, {} pages checked, 0 broken links (of {}), longest block {} lines, outputs generated {} of {}",
+        tally.rust_blocks,
         tally.skeptic,
         tally.mdbook_test,
         tally.diagrams,
