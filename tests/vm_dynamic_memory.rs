@@ -11,7 +11,7 @@
 //! balloon that may take it down to 384 MiB (the minimum). QEMU's memory is
 //! fixed by its command line, so the guest's OOM killer, not the host's,
 //! meets stress-ng's demand of 1.75 times the maximum. Each stress-ng run
-//! lasts 15 s (LISA's: 30 to 45 s), to keep the suite to a few minutes
+//! lasts 10 s (LISA's: 30 to 45 s), to keep the suite to a few minutes
 //! under TCG.
 //!
 //! Needs the assets of `cargo xtask vm-setup`, named by `$DMB_VM_ASSETS`
@@ -67,7 +67,7 @@ mod suite {
         maximum_mib: 1280,
     };
     /// Each stress-ng run, in seconds.
-    const STRESS_SECONDS: u64 = 15;
+    const STRESS_SECONDS: u64 = 10;
     /// One guest command's bound: generous, the host is shared.
     const COMMAND: Duration = Duration::from_secs(60);
     /// How long a balloon or virtio-mem change may take to complete.

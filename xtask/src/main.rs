@@ -74,6 +74,8 @@ tasks:
                   DMB_VM_ASSETS line that lets `cargo test` boot guests
   kernels         run the OS tests on the host kernel and in a QEMU guest of
                   each Debian kernel; write tests/results/kernel-grow-paths.md
+  browser PAGE... load the pages named (`print.html`) of the last build in
+                  headless Chromium, as the browser check does, with timings
   vm-run R CMD    boot the guest of kernel R (e.g. 6.12), run CMD in the
                   repository there, print its output";
 
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Some("vm-setup") => vm_setup(),
         Some("kernels") => kernels::kernels(&root),
         Some("vm-run") => kernels::vm_run(&root, &args[1..]),
+        Some("browser") => browser_pages(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -129,6 +132,17 @@ fn vm_setup() -> Result<()> {
         vm::ASSETS_ENV,
         vm_assets::assets_file()?.display()
     );
+    Ok(())
+}
+
+/// `cargo xtask browser PAGE...`: the browser check on some pages only.
+fn browser_pages(root: &Path, pages: &[String]) -> Result<()> {
+    if pages.is_empty() {
+        return Err("usage: cargo xtask browser PAGE... (pages of book/, e.g. print.html)".into());
+    }
+    let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
+    let summary = site_check::check(&browser::chromium()?, root, Some(&pages), None)?;
+    eprintln!("xtask: {} pages passed the browser check", summary.pages);
     Ok(())
 }
 

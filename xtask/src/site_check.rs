@@ -80,17 +80,18 @@ pub fn check(
     print_search_index_size(&site)?;
     print_page_summary(&reports);
 
-    if let Some(slowest) = reports
+    let mut by_time: Vec<&PageReport> = reports.iter().collect();
+    by_time.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let slowest: Vec<String> = by_time
         .iter()
-        .max_by(|a, b| a.seconds.total_cmp(&b.seconds))
-    {
-        eprintln!(
-            "{} loads; the slowest took {:.1} s ({})",
-            reports.len(),
-            slowest.seconds,
-            slowest.load.name()
-        );
-    }
+        .take(4)
+        .map(|r| format!("{:.1} s {}", r.seconds, r.load.name()))
+        .collect();
+    eprintln!(
+        "{} loads, two at a time; the slowest: {}",
+        reports.len(),
+        slowest.join("; ")
+    );
 
     if let Some(dir) = screenshots.filter(|_| problems.is_empty()) {
         take_screenshots(&browser, &site, dir)?;
