@@ -909,6 +909,14 @@ fn syntax_the_check_does_not_understand_is_an_error_not_a_pass() {
 }
 
 #[test]
+fn an_empty_diagram_is_named_with_its_line() {
+    let chapter = "# T\n\n~~~mermaid\n~~~\n";
+    let (errors, kinds) = check_markdown("e.md", chapter, &example_symbols());
+    assert_eq!(errors, ["e.md:4: empty mermaid block"]);
+    assert!(kinds.is_empty());
+}
+
+#[test]
 fn other_code_blocks_and_indented_fences_are_not_diagrams() {
     let chapter = "````text\n```mermaid\nflowchart LR\n```\n````\n\n    ```mermaid\n    flowchart LR\n    ```\n";
     let (errors, kinds) = check_markdown("t.md", chapter, &example_symbols());
