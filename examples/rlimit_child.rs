@@ -521,9 +521,8 @@ fn parse_args() -> (Option<MemoryLimit>, Duration, Vec<String>) {
 }
 
 // ANCHOR: demos
-/// With no COMMAND: four children ask for memory under a limit of 64 MiB
-/// above what they use when they start. `mmap` maps; `mprotect` commits
-/// part of a `PROT_NONE` reservation.
+/// With no COMMAND: four children ask for memory, limited to 64 MiB above
+/// what they use at the start. `mprotect` commits part of a reservation.
 #[cfg(target_os = "linux")]
 fn run_demos() -> std::io::Result<()> {
     use Resource::{AddressSpace as As, Data};
