@@ -14,9 +14,8 @@
 extern crate libc;
 
 use std::process::ExitCode;
+#[cfg(target_os = "linux")]
 use std::time::Duration;
-
-const MIB: u64 = 1 << 20;
 
 const PROGRAM: &str = "rlimit_child";
 const USAGE: &str =
@@ -25,47 +24,6 @@ const USAGE: &str =
   --as-mib N      RLIMIT_AS for COMMAND in MiB, 0 for none (0..=65536, default 0)
   --timeout-ms N  kill COMMAND after N ms (1..=600000, default 10000)
 with no COMMAND, runs four children that ask for memory under a limit (Linux only)";
-
-/// What to do, from the command line.
-struct Options {
-    /// `(RLIMIT_AS instead of RLIMIT_DATA, bytes)`.
-    limit: Option<(bool, u64)>,
-    timeout: Duration,
-    command: Vec<String>,
-}
-
-impl Options {
-    /// Reads the command line; a bad one ends the program with exit code 2.
-    fn parse() -> Options {
-        let mut args = Args::parse(PROGRAM, USAGE);
-        let data = args.number("--data-mib", 0, 0..=65536);
-        let space = args.number("--as-mib", 0, 0..=65536);
-        let timeout = Duration::from_millis(args.number("--timeout-ms", 10_000, 1..=600_000));
-        let command = args.rest();
-        let limit = match (data, space) {
-            (0, 0) => None,
-            (mib, 0) => Some((false, "--data-mib", mib)),
-            (0, mib) => Some((true, "--as-mib", mib)),
-            _ => args.fail("--data-mib and --as-mib: give one of them, not both"),
-        };
-        let limit = limit.map(|(space, flag, mib)| {
-            if command.is_empty() {
-                args.fail(&format!("{flag} limits a COMMAND: add `-- COMMAND`"));
-            }
-            // In range, so this cannot overflow; checked all the same.
-            let Some(bytes) = mib.checked_mul(MIB) else {
-                args.fail(&format!("{flag}: {mib} MiB overflows a byte count"))
-            };
-            (space, bytes)
-        });
-        args.finish();
-        Options {
-            limit,
-            timeout,
-            command,
-        }
-    }
-}
 
 // SHARED: cli (canonical: examples/map_and_touch.rs)
 /// The command line, read the same way by every example: `--name value`
@@ -158,14 +116,12 @@ pub use bounded::*;
 
 #[cfg(target_os = "linux")]
 mod bounded {
-    use std::ffi::CStr;
-    use std::fs::File;
     use std::io::{self, Read, Write};
-    use std::os::fd::{AsRawFd, FromRawFd};
-    use std::os::unix::process::CommandExt;
     use std::panic::{catch_unwind, AssertUnwindSafe};
-    use std::process::Command;
-    use std::time::{Duration, Instant};
+    use std::{ffi::CStr, fs::File, os::fd::FromRawFd, os::unix::process::CommandExt};
+    use std::{process::Command, time::Duration, time::Instant};
+
+    pub const MIB: u64 = 1 << 20;
 
     // ANCHOR: limit
     /// Which rlimit caps the child's memory.
@@ -173,9 +129,9 @@ mod bounded {
     pub enum Resource {
         /// `RLIMIT_DATA`: private writable mappings, charged when a mapping
         /// becomes writable. A `PROT_NONE` reservation costs nothing.
-        Data,
+        Data = libc::RLIMIT_DATA as isize,
         /// `RLIMIT_AS`: every byte of address space, reservations included.
-        AddressSpace,
+        AddressSpace = libc::RLIMIT_AS as isize,
     }
 
     /// A memory limit for the child, in bytes.
@@ -219,39 +175,36 @@ mod bounded {
     }
     // ANCHOR_END: outcome
 
-    /// Exit code of a child whose limits could not be set up.
+    /// Exit codes of a child whose setup failed, and of one whose closure panicked.
     pub const SETUP_FAILED: i32 = 125;
-    /// Exit code of a child whose closure panicked.
     pub const PANICKED: i32 = 101;
 
     impl std::fmt::Display for Outcome {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self {
-                Outcome::Exited(code) => write!(f, "exited {code}"),
-                Outcome::Killed { signal } => {
-                    write!(f, "killed by signal {signal} ({})", signal_name(*signal))
-                }
-                Outcome::TimedOut => write!(f, "timed out"),
-            }
+            let signal = match *self {
+                Outcome::Exited(code) => return write!(f, "exited {code}"),
+                Outcome::TimedOut => return write!(f, "timed out"),
+                Outcome::Killed { signal } => signal,
+            };
+            let name = match signal {
+                libc::SIGKILL => "SIGKILL",
+                libc::SIGABRT => "SIGABRT",
+                libc::SIGSEGV => "SIGSEGV",
+                libc::SIGBUS => "SIGBUS",
+                libc::SIGTERM => "SIGTERM",
+                _ => "other",
+            };
+            write!(f, "killed by signal {signal} ({name})")
         }
     }
 
-    pub fn signal_name(signal: i32) -> &'static str {
-        match signal {
-            libc::SIGKILL => "SIGKILL",
-            libc::SIGABRT => "SIGABRT",
-            libc::SIGSEGV => "SIGSEGV",
-            libc::SIGBUS => "SIGBUS",
-            libc::SIGTERM => "SIGTERM",
-            _ => "other",
-        }
+    fn rlim(rlim_cur: u64, rlim_max: u64) -> libc::rlimit {
+        libc::rlimit { rlim_cur, rlim_max }
     }
 
-    fn resource_id(resource: Resource) -> libc::__rlimit_resource_t {
-        match resource {
-            Resource::Data => libc::RLIMIT_DATA,
-            Resource::AddressSpace => libc::RLIMIT_AS,
-        }
+    /// A system call's 0 as `Ok`, anything else as the error in `errno`.
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        (rc == 0).then_some(()).ok_or_else(io::Error::last_os_error)
     }
 
     // ANCHOR: setup
@@ -268,10 +221,8 @@ mod bounded {
         };
         let old = get_limit(0, limit.resource).map_err(|e| format!("getrlimit: {e}"))?;
         let above = |bytes: u64| base.checked_add(bytes).ok_or("the limit overflows");
-        let new = libc::rlimit {
-            rlim_cur: above(limit.soft)?,
-            rlim_max: limit.hard.map_or(Ok(old.rlim_max), above)?,
-        };
+        let hard = limit.hard.map_or(Ok(old.rlim_max), above)?;
+        let new = rlim(above(limit.soft)?, hard);
         set_limit(0, limit.resource, &new).map_err(|e| format!("setrlimit: {e}"))
     }
     // ANCHOR_END: setup
@@ -288,17 +239,9 @@ mod bounded {
 
     /// The limit of process `pid` (0: this one), with `prlimit`.
     pub fn get_limit(pid: u32, resource: Resource) -> io::Result<libc::rlimit> {
-        let mut old = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        let (pid, id) = (pid as libc::pid_t, resource_id(resource));
-        // SAFETY: `old` is valid for the kernel to fill; a null new limit
-        // means "only read".
-        let rc = unsafe { libc::prlimit(pid, id, std::ptr::null(), &mut old) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let (pid, id, mut old) = (pid as libc::pid_t, resource as _, rlim(0, 0));
+        // SAFETY: `old` is valid for the kernel to fill; a null new limit means "only read".
+        check(unsafe { libc::prlimit(pid, id, std::ptr::null(), &mut old) })?;
         Ok(old)
     }
 
@@ -307,29 +250,19 @@ mod bounded {
     /// running child's limits this way. Raising a hard limit needs
     /// `CAP_SYS_RESOURCE`, and fails with `EPERM` without it.
     pub fn set_limit(pid: u32, resource: Resource, new: &libc::rlimit) -> io::Result<()> {
-        let (pid, id) = (pid as libc::pid_t, resource_id(resource));
-        // SAFETY: `new` is a valid rlimit; a null old limit means "don't
-        // report it".
-        let rc = unsafe { libc::prlimit(pid, id, new, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let (pid, id) = (pid as libc::pid_t, resource as _);
+        // SAFETY: `new` is a valid rlimit; a null old limit means "don't report it".
+        check(unsafe { libc::prlimit(pid, id, new, std::ptr::null_mut()) })
     }
     // ANCHOR_END: set_limit
 
     /// The child's end of the link to the parent.
-    pub struct Link {
-        up: File,
-    }
+    pub struct Link(File);
 
     impl Link {
         /// Sends one line to the parent, which reads it in `wait`.
         pub fn say(&mut self, line: &str) -> Result<(), String> {
-            let line = format!("{line}\n");
-            self.up
-                .write_all(line.as_bytes())
-                .map_err(|e| e.to_string())
+            writeln!(self.0, "{line}").map_err(|e| e.to_string())
         }
     }
 
@@ -339,44 +272,39 @@ mod bounded {
         pid: libc::pid_t,
         started: Instant,
         deadline: Instant,
-        /// What the child says; a command's output goes elsewhere.
-        up: Option<File>,
+        up: Option<File>, // what the child says (a command's output goes elsewhere)
         said: Vec<u8>,
         reaped: bool,
     }
 
     // ANCHOR: spawn
-    /// Forks a child that sets up `limit` and `oom_score_adj`, then runs
-    /// `f`: `Ok` exits 0, `Err(why)` says `error: why` and exits 1, a panic
-    /// exits 101. Call it only from a single-threaded process: after `fork`
-    /// the child has only the calling thread, and a lock another thread held
-    /// (stdout's, the environment's, the allocator's) stays held forever.
+    /// Forks a child that sets up `limit` and `oom_score_adj`, then runs `f`:
+    /// `Ok` exits 0, `Err(why)` says `error: why` and exits 1, a panic exits
+    /// 101. Single-threaded callers only: the child has only the thread that
+    /// forked, and a lock another thread held (stdout's, malloc's) stays held.
     pub fn spawn<F>(limit: Option<MemoryLimit>, timeout: Duration, f: F) -> io::Result<Running>
     where
         F: FnOnce(&mut Link) -> Result<(), String>,
     {
+        io::stdout().flush()?; // or the child would print it a second time
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 returns.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
         // SAFETY: both descriptors are fresh and owned by nothing else.
         let (up, up_write) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
-        io::stdout().flush()?; // or the child would print it a second time
-                               // SAFETY: fork has no memory-safety preconditions; the child runs
-                               // `child_main` and `_exit`s, never returning into the caller.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            drop(up);
-            let code = child_main(limit, &mut Link { up: up_write }, f);
-            // SAFETY: ends the child now, without running the parent's
-            // atexit handlers or destructors a second time.
-            unsafe { libc::_exit(code) };
+        // SAFETY: sets O_NONBLOCK, for `wait`, on the end that `up` owns.
+        check(unsafe { libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) })?;
+        // SAFETY: no preconditions; the child `_exit`s, never returning to the caller.
+        match unsafe { libc::fork() } {
+            0 => {
+                drop(up);
+                let code = child_main(limit, &mut Link(up_write), f);
+                // SAFETY: ends the child without running atexit handlers or destructors twice.
+                unsafe { libc::_exit(code) }
+            }
+            -1 => Err(io::Error::last_os_error()),
+            pid => Ok(Running::new(pid, timeout, Some(up))),
         }
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Running::new(pid, timeout, Some(up)))
     }
     // ANCHOR_END: spawn
 
@@ -402,40 +330,13 @@ mod bounded {
     }
     // ANCHOR_END: child_main
 
-    /// `spawn` and `wait` in one call.
-    pub fn run<F>(limit: Option<MemoryLimit>, timeout: Duration, f: F) -> io::Result<Report>
-    where
-        F: FnOnce(&mut Link) -> Result<(), String>,
-    {
-        spawn(limit, timeout, f)?.wait()
-    }
-
-    /// Whether `file` has input (or end of file) within `ms` milliseconds.
-    pub fn readable(file: &File, ms: i32) -> io::Result<bool> {
-        let (fd, events) = (file.as_raw_fd(), libc::POLLIN);
-        let mut poll = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut poll, 1, ms) } {
-            n if n >= 0 => Ok(n > 0),
-            _ => match io::Error::last_os_error() {
-                e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-                e => Err(e),
-            },
-        }
-    }
-
     impl Running {
         fn new(pid: libc::pid_t, timeout: Duration, up: Option<File>) -> Running {
             let (started, said) = (Instant::now(), Vec::new());
-            let deadline = started + timeout;
             Running {
                 pid,
                 started,
-                deadline,
+                deadline: started + timeout,
                 up,
                 said,
                 reaped: false,
@@ -446,23 +347,14 @@ mod bounded {
             self.pid as u32
         }
 
-        /// Reads what the child said, waiting up to `ms` for the first
-        /// bytes. Returns false at end of file.
-        fn read_said(&mut self, ms: i32) -> io::Result<bool> {
-            let Some(up) = self.up.as_mut() else {
-                std::thread::sleep(Duration::from_millis(ms as u64));
-                return Ok(true);
-            };
-            let mut buf = [0u8; 4096];
-            let mut wait = ms;
-            while readable(up, wait)? {
-                match up.read(&mut buf)? {
-                    0 => return Ok(false),
-                    n => self.said.extend_from_slice(&buf[..n]),
-                }
-                wait = 0;
+        /// Reads what the child has said so far, without waiting.
+        fn read_said(&mut self) -> io::Result<()> {
+            match self.up.as_mut().map(|up| up.read_to_end(&mut self.said)) {
+                Some(Ok(_)) => self.up = None, // end of file
+                Some(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ => {} // no pipe, or nothing more for now
             }
-            Ok(true)
+            Ok(())
         }
 
         // ANCHOR: wait
@@ -473,39 +365,27 @@ mod bounded {
                     break (decode(status), usage);
                 }
                 if Instant::now() >= self.deadline {
-                    // SAFETY: `pid` is our child and not reaped yet, so the
-                    // id cannot have been reused.
+                    // SAFETY: `pid` is our unreaped child, so its id cannot be reused.
                     unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                    break (
-                        Outcome::TimedOut,
-                        reap(self.pid, 0)?.ok_or_else(no_child)?.1,
-                    );
+                    let (_, usage) = reap(self.pid, 0)?.ok_or(io::ErrorKind::Other)?;
+                    break (Outcome::TimedOut, usage);
                 }
-                if !self.read_said(10)? {
-                    std::thread::sleep(Duration::from_millis(1)); // it is exiting
-                }
+                self.read_said()?;
+                std::thread::sleep(Duration::from_millis(5));
             };
             self.reaped = true;
-            self.read_said(0)?;
-            let said = String::from_utf8_lossy(&self.said).into_owned();
-            let (peak_rss, elapsed) = (max_rss(&usage), self.started.elapsed());
+            self.read_said()?;
+            let output = String::from_utf8_lossy(&self.said).into_owned();
+            let peak_rss = (usage.ru_maxrss.max(0) as u64).saturating_mul(1024); // KiB
+            let elapsed = self.started.elapsed();
             Ok(Report {
                 outcome,
                 peak_rss,
                 elapsed,
-                output: said,
+                output,
             })
         }
         // ANCHOR_END: wait
-    }
-
-    fn no_child() -> io::Error {
-        io::Error::other("wait4 without WNOHANG returned no child")
-    }
-
-    /// `ru_maxrss` in bytes (Linux reports KiB).
-    fn max_rss(usage: &libc::rusage) -> u64 {
-        (usage.ru_maxrss.max(0) as u64).saturating_mul(1024)
     }
 
     // ANCHOR: reap
@@ -528,10 +408,9 @@ mod bounded {
     }
 
     fn decode(status: i32) -> Outcome {
+        let signal = libc::WTERMSIG(status);
         if libc::WIFSIGNALED(status) {
-            Outcome::Killed {
-                signal: libc::WTERMSIG(status),
-            }
+            Outcome::Killed { signal }
         } else {
             Outcome::Exited(libc::WEXITSTATUS(status))
         }
@@ -540,9 +419,8 @@ mod bounded {
 
     impl Drop for Running {
         fn drop(&mut self) {
-            if !self.reaped {
-                // SAFETY: our unreaped child, as in `wait`.
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            // SAFETY: our unreaped child, as in `wait`.
+            if !self.reaped && unsafe { libc::kill(self.pid, libc::SIGKILL) } == 0 {
                 let _ = reap(self.pid, 0);
             }
         }
@@ -563,19 +441,14 @@ mod bounded {
             }
             Some(l) => {
                 let rlim_max = l.hard.unwrap_or(get_limit(0, l.resource)?.rlim_max);
-                let new = libc::rlimit {
-                    rlim_cur: l.soft,
-                    rlim_max,
-                };
-                Some((resource_id(l.resource), new))
+                Some((l.resource as _, rlim(l.soft, rlim_max)))
             }
             None => None,
         };
         // ANCHOR_END: command
         // ANCHOR: pre_exec
         const ADJ: &CStr = c"/proc/self/oom_score_adj";
-        // SAFETY: the closure calls only open, write, close and setrlimit,
-        // which are async-signal-safe, and allocates nothing.
+        // SAFETY: open, write, close and setrlimit are async-signal-safe; no allocation.
         unsafe {
             command.pre_exec(move || {
                 let fd = libc::open(ADJ.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -584,10 +457,8 @@ mod bounded {
                 }
                 libc::close(fd);
                 match rlimit {
-                    Some((id, new)) if libc::setrlimit(id, &new) != 0 => {
-                        Err(io::Error::last_os_error())
-                    }
-                    _ => Ok(()),
+                    Some((id, new)) => check(libc::setrlimit(id, &new)),
+                    None => Ok(()),
                 }
             });
         }
@@ -612,18 +483,46 @@ mod bounded {
     pub fn commit(ptr: *mut u8, len: usize) -> Result<(), String> {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: callers pass a page-aligned range of a mapping they own.
-        if unsafe { libc::mprotect(ptr.cast(), len, prot) } != 0 {
-            let e = io::Error::last_os_error();
-            return Err(format!("mprotect of {} MiB: {e}", len >> 20));
-        }
-        Ok(())
+        check(unsafe { libc::mprotect(ptr.cast(), len, prot) })
+            .map_err(|e| format!("mprotect of {} MiB: {e}", len >> 20))
     }
 }
 
+/// The command line: limit, timeout, command. A bad one exits with code 2.
+#[cfg(target_os = "linux")]
+fn parse_args() -> (Option<MemoryLimit>, Duration, Vec<String>) {
+    let mut args = Args::parse(PROGRAM, USAGE);
+    let data = args.number("--data-mib", 0, 0..=65536);
+    let space = args.number("--as-mib", 0, 0..=65536);
+    let timeout = Duration::from_millis(args.number("--timeout-ms", 10_000, 1..=600_000));
+    let command = args.rest();
+    let (resource, flag, mib) = match (data, space) {
+        (mib, 0) => (Resource::Data, "--data-mib", mib),
+        (0, mib) => (Resource::AddressSpace, "--as-mib", mib),
+        _ => args.fail("--data-mib and --as-mib: give one of them, not both"),
+    };
+    if mib > 0 && command.is_empty() {
+        args.fail(&format!("{flag} limits a COMMAND: add `-- COMMAND`"));
+    }
+    // setrlimit would say only "Invalid argument"; this names the flag.
+    let hard = get_limit(0, resource).map_or(u64::MAX, |old| old.rlim_max) / MIB;
+    if mib > hard {
+        let why = format!("{flag}: {mib} MiB is above the hard limit of {hard} MiB");
+        args.fail(&why);
+    }
+    args.finish();
+    let limit = MemoryLimit {
+        resource,
+        soft: mib * MIB, // the flag's range keeps this far from overflow
+        hard: None,
+        above_current: false,
+    };
+    (Some(limit).filter(|_| mib > 0), timeout, command)
+}
+
 // ANCHOR: demos
-/// With no COMMAND: four children ask for memory under a limit of 64 MiB
-/// above what they use when they start. `mmap` maps; `mprotect` commits
-/// part of a `PROT_NONE` reservation.
+/// With no COMMAND: four children ask for memory, limited to 64 MiB above
+/// what they use at the start. `mprotect` commits part of a reservation.
 #[cfg(target_os = "linux")]
 fn run_demos() -> std::io::Result<()> {
     use Resource::{AddressSpace as As, Data};
@@ -632,23 +531,24 @@ fn run_demos() -> std::io::Result<()> {
         (Data, rw, 128, 0),
         (Data, none, 1024, 0),
         (As, none, 1024, 0),
+        (Data, none, 1024, 128),
     ];
     println!("{:<12} {:<32} {:<10} said", "limit", "child", "outcome");
-    for (resource, prot, map_mib, commit_mib) in demos.into_iter().chain([(Data, none, 1024, 128)])
-    {
+    for (resource, prot, map_mib, commit_mib) in demos {
         let limit = MemoryLimit {
             resource,
             soft: 64 * MIB,
             hard: None,
             above_current: true,
         };
-        let report = run(Some(limit), Duration::from_secs(10), |link| {
+        let child = spawn(Some(limit), Duration::from_secs(10), |link| {
             let ptr = map(map_mib << 20, prot)?;
             if commit_mib > 0 {
                 commit(ptr, commit_mib << 20)?;
             }
             link.say("ok")
         })?;
+        let report = child.wait()?;
         let name = ["DATA +64 MiB", "AS +64 MiB"][usize::from(resource == As)];
         let what = match (prot == rw, commit_mib) {
             (true, _) => format!("map {map_mib} MiB read-write"),
@@ -662,72 +562,36 @@ fn run_demos() -> std::io::Result<()> {
 }
 // ANCHOR_END: demos
 
-/// Runs the command line's COMMAND bounded, and returns its exit code the
-/// way timeout(1) does: 124 for a timeout, 128 + N for signal N, 127 for
-/// a command that could not be started.
+/// Runs COMMAND bounded, or with none the demos. Exits as timeout(1) does:
+/// 124 for a timeout, 128 + N for signal N, 127 if COMMAND cannot start.
 #[cfg(target_os = "linux")]
-fn run_one_command(options: &Options) -> ExitCode {
-    let limit = options.limit.map(|(address_space, bytes)| MemoryLimit {
-        resource: [Resource::Data, Resource::AddressSpace][usize::from(address_space)],
-        soft: bytes,
-        hard: None,
-        above_current: false,
-    });
-    // setrlimit says only "Invalid argument" for a soft limit above the
-    // hard one; say which limit it is.
-    if let Some(l) = limit {
-        let hard = get_limit(0, l.resource).map_or(u64::MAX, |old| old.rlim_max);
-        if l.soft > hard {
-            let flag = ["--data-mib", "--as-mib"][usize::from(l.resource != Resource::Data)];
-            let (mib, hard) = (l.soft / MIB, hard / MIB);
-            eprintln!(
-                "{PROGRAM}: {flag}: {mib} MiB is above the hard limit of {hard} MiB (see --help)"
-            );
-            return ExitCode::from(2);
-        }
-    }
-    let name = &options.command[0];
+fn main() -> ExitCode {
+    let (limit, timeout, words) = parse_args();
+    let Some((name, args)) = words.split_first() else {
+        let demos = run_demos().inspect_err(|e| eprintln!("{PROGRAM}: {e}"));
+        return ExitCode::from(u8::from(demos.is_err()));
+    };
     let mut command = std::process::Command::new(name);
-    command.args(&options.command[1..]);
-    let report = match run_command(&mut command, limit, options.timeout) {
+    let report = match run_command(command.args(args), limit, timeout) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("{PROGRAM}: cannot run `{name}`: {e}");
             return ExitCode::from(127);
         }
     };
-    let (ms, rss) = (
-        report.elapsed.as_millis(),
-        report.peak_rss as f64 / MIB as f64,
-    );
-    eprintln!(
-        "{PROGRAM}: {} after {ms} ms, peak RSS {rss:.1} MiB",
-        report.outcome
-    );
-    ExitCode::from(match report.outcome {
+    let (outcome, ms) = (report.outcome, report.elapsed.as_millis());
+    let rss = report.peak_rss as f64 / MIB as f64;
+    eprintln!("{PROGRAM}: {outcome} after {ms} ms, peak RSS {rss:.1} MiB");
+    ExitCode::from(match outcome {
         Outcome::Exited(code) => code.clamp(0, 255) as u8,
         Outcome::Killed { signal } => (128 + signal).clamp(0, 255) as u8,
         Outcome::TimedOut => 124,
     })
 }
 
+#[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    let options = Options::parse();
-    #[cfg(target_os = "linux")]
-    {
-        if !options.command.is_empty() {
-            return run_one_command(&options);
-        }
-        if let Err(e) = run_demos() {
-            eprintln!("{PROGRAM}: {e}");
-            return ExitCode::FAILURE;
-        }
-        ExitCode::SUCCESS
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = options;
-        println!("{PROGRAM}: rlimits, /proc and oom_score_adj are Linux interfaces");
-        ExitCode::SUCCESS
-    }
+    Args::parse(PROGRAM, USAGE); // for --help
+    println!("{PROGRAM}: rlimits, /proc and oom_score_adj are Linux interfaces");
+    ExitCode::SUCCESS
 }

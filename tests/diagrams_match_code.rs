@@ -45,10 +45,16 @@
 //! `%%` comments, blank lines and the one-line accessibility lines
 //! `accTitle: text` and `accDescr: text` (free text) are allowed everywhere.
 //! Any other line is an error that names it.
+//!
+//! The diagrams are found by `tests/support/mermaid.rs`, as mdBook finds
+//! them: fenced ```` ```mermaid ```` blocks, read with pulldown-cmark.
 
 #[path = "../examples/memory_manager.rs"]
 #[allow(dead_code)]
 mod memory_manager;
+
+#[path = "support/mermaid.rs"]
+mod mermaid;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -196,41 +202,6 @@ enum Kind {
     State,
 }
 
-/// The ```mermaid blocks of a chapter: each line with its 1-based line number.
-fn mermaid_blocks(markdown: &str) -> Vec<Vec<(usize, &str)>> {
-    let mut blocks = Vec::new();
-    let mut open: Option<(char, usize, bool)> = None;
-    let mut current = Vec::new();
-    for (n, line) in markdown.lines().enumerate() {
-        let trimmed = line.trim_start_matches(' ');
-        let fence = match trimmed.chars().next() {
-            Some(f @ ('`' | '~')) if line.len() - trimmed.len() <= 3 => {
-                let run = trimmed.chars().take_while(|&c| c == f).count();
-                (run >= 3).then_some((f, run, trimmed[run..].trim()))
-            }
-            _ => None,
-        };
-        match (open, fence) {
-            (Some((f, len, mermaid)), Some((g, run, info)))
-                if f == g && run >= len && info.is_empty() =>
-            {
-                if mermaid {
-                    blocks.push(std::mem::take(&mut current));
-                }
-                open = None;
-            }
-            (Some((_, _, true)), _) => current.push((n + 1, line)),
-            (Some(_), _) => {}
-            (None, Some((f, run, info))) => {
-                let lang = info.split(|c: char| !c.is_alphanumeric()).next();
-                open = Some((f, run, lang == Some("mermaid")));
-            }
-            (None, None) => {}
-        }
-    }
-    blocks
-}
-
 struct Checker<'a> {
     file: &'a str,
     symbols: &'a Symbols,
@@ -243,14 +214,14 @@ impl Checker<'_> {
     }
 
     /// Checks one diagram and returns its kind, if it has a known one.
-    fn diagram(&mut self, lines: &[(usize, &str)]) -> Option<Kind> {
-        let mut body = lines
+    fn diagram(&mut self, block: &mermaid::Block) -> Option<Kind> {
+        let mut body = block
+            .lines
             .iter()
-            .map(|&(n, l)| (n, l.trim()))
+            .map(|(n, l)| (*n, l.trim()))
             .filter(|(_, l)| !l.is_empty() && !l.starts_with("%%") && !is_accessibility_line(l));
         let Some((n, header)) = body.next() else {
-            let line = lines.first().map_or(0, |l| l.0);
-            self.error(line, "empty mermaid block".into());
+            self.error(block.first_line, "empty mermaid block".into());
             return None;
         };
         let rest: Vec<(usize, &str)> = body.collect();
@@ -615,7 +586,7 @@ fn check_markdown(file: &str, markdown: &str, symbols: &Symbols) -> (Vec<String>
         symbols,
         errors: Vec::new(),
     };
-    let kinds = mermaid_blocks(markdown)
+    let kinds = mermaid::blocks(markdown)
         .iter()
         .filter_map(|block| checker.diagram(block))
         .collect();
@@ -711,10 +682,11 @@ fn drawn_order(
 /// What is wrong with a chapter's sequence diagrams, held to `trace`.
 fn check_order(file: &str, markdown: &str, trace: &[String]) -> Vec<String> {
     let mut errors = Vec::new();
-    for block in mermaid_blocks(markdown) {
+    for block in mermaid::blocks(markdown) {
         let mut body = block
+            .lines
             .iter()
-            .map(|&(n, l)| (n, l.trim()))
+            .map(|(n, l)| (*n, l.trim()))
             .filter(|(_, l)| !l.is_empty());
         if body.next().map(|(_, l)| l) != Some("sequenceDiagram") {
             continue;
@@ -934,6 +906,14 @@ fn syntax_the_check_does_not_understand_is_an_error_not_a_pass() {
             "for\n{diagram}\nexpected an error containing {want:?}, got {errors:?}"
         );
     }
+}
+
+#[test]
+fn an_empty_diagram_is_named_with_its_line() {
+    let chapter = "# T\n\n~~~mermaid\n~~~\n";
+    let (errors, kinds) = check_markdown("e.md", chapter, &example_symbols());
+    assert_eq!(errors, ["e.md:4: empty mermaid block"]);
+    assert!(kinds.is_empty());
 }
 
 #[test]

@@ -21,12 +21,17 @@
 //! (the book's own "How this book is tested") is also held to their order:
 //! the chain must list the functions of `xtask/src/steps.rs`'s `STEPS`, in
 //! the order the xtask runs them.
+//!
+//! The diagrams are found by `tests/support/mermaid.rs`, which
+//! `tests/diagrams_match_code.rs` shares.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag};
 use quote::ToTokens;
+
+#[path = "support/mermaid.rs"]
+mod mermaid;
 
 /// Chapters with their own, stricter diagram test.
 const CHECKED_ELSEWHERE: &str = "part3-";
@@ -51,32 +56,12 @@ struct Diagram {
 
 /// The Mermaid blocks of a chapter, with their line numbers.
 fn diagrams(chapter: &str, markdown: &str) -> Vec<Diagram> {
-    let mut found = Vec::new();
-    let mut inside: Option<usize> = None;
-    let parser = Parser::new(markdown).into_offset_iter();
-    for (event, range) in parser {
-        match event {
-            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info)))
-                if info.split_whitespace().next() == Some("mermaid") =>
-            {
-                // The diagram starts on the line after the fence.
-                inside = Some(markdown[..range.start].lines().count() + 2);
-                found.push(Diagram {
-                    chapter: chapter.to_owned(),
-                    first_line: inside.unwrap_or(0),
-                    lines: Vec::new(),
-                });
-            }
-            Event::Text(text) if inside.is_some() => {
-                if let Some(d) = found.last_mut() {
-                    d.lines.extend(text.lines().map(str::to_owned));
-                }
-            }
-            Event::End(Tag::CodeBlock(_)) => inside = None,
-            _ => {}
-        }
-    }
-    found
+    let diagram = |block: mermaid::Block| Diagram {
+        chapter: chapter.to_owned(),
+        first_line: block.first_line,
+        lines: block.lines.into_iter().map(|(_, line)| line).collect(),
+    };
+    mermaid::blocks(markdown).into_iter().map(diagram).collect()
 }
 
 /// The files a diagram's `%% code:` lines name.

@@ -82,7 +82,7 @@ mod suite {
     use super::memory_meter;
     use super::pressure;
     use super::remap_memory::{Growth, RemapMemory};
-    use super::rlimit_child::{self, MemoryLimit, Outcome, Resource, Running};
+    use super::rlimit_child::{self, MemoryLimit, Outcome, Report, Resource, Running};
     use super::talk::{self, Ends};
     use super::vm::{self, CgroupGuard};
     use std::os::fd::RawFd;
@@ -243,7 +243,15 @@ mod suite {
         })
     }
 
-    fn expect_exit_0(what: &str, report: &rlimit_child::Report) -> Result<(), String> {
+    /// `rlimit_child::spawn`, then `wait`: a child that need not be talked to.
+    fn run_bounded<F>(limit: Option<MemoryLimit>, bound: Duration, f: F) -> std::io::Result<Report>
+    where
+        F: FnOnce(&mut rlimit_child::Link) -> Result<(), String>,
+    {
+        rlimit_child::spawn(limit, bound, f)?.wait()
+    }
+
+    fn expect_exit_0(what: &str, report: &Report) -> Result<(), String> {
         ensure(report.outcome == Outcome::Exited(0), || {
             format!("{what}: {} ({})", report.outcome, report.output.trim())
         })

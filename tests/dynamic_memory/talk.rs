@@ -3,7 +3,6 @@
 //! and waits, with a timeout, for its answer. (`rlimit_child`'s own `Link`
 //! carries only what the child says before it ends.)
 
-use super::rlimit_child::readable;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -88,5 +87,23 @@ impl Ends {
                 }
             }
         }
+    }
+}
+
+/// Whether `file` has input (or end of file) within `ms` milliseconds.
+fn readable(file: &File, ms: i32) -> io::Result<bool> {
+    let (fd, events) = (file.as_raw_fd(), libc::POLLIN);
+    let mut poll = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    match unsafe { libc::poll(&mut poll, 1, ms) } {
+        n if n >= 0 => Ok(n > 0),
+        _ => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            e => Err(e),
+        },
     }
 }

@@ -28,7 +28,7 @@ fn main() -> std::process::ExitCode {
 #[cfg(target_os = "linux")]
 mod tests {
     use super::rlimit_child::{
-        commit, get_limit, map, run, run_command, set_limit, spawn, Link, MemoryLimit, Outcome,
+        commit, get_limit, map, run_command, set_limit, spawn, Link, MemoryLimit, Outcome, Report,
         Resource,
     };
     use super::talk;
@@ -112,6 +112,14 @@ mod tests {
 
     fn io(e: std::io::Error) -> String {
         e.to_string()
+    }
+
+    /// `spawn` and `wait` in one call.
+    fn run<F>(limit: Option<MemoryLimit>, timeout: Duration, f: F) -> std::io::Result<Report>
+    where
+        F: FnOnce(&mut Link) -> Result<(), String>,
+    {
+        spawn(limit, timeout, f)?.wait()
     }
 
     fn the_three_outcomes() -> Result<(), String> {

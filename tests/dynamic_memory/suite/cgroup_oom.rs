@@ -15,7 +15,7 @@ pub(super) fn cgroup_oom() -> CaseResult {
     };
     let kills_before = guard.oom_kills()?;
     let procs = guard.procs();
-    let report = rlimit_child::run(data_limit(256 * MIB, None), BOUND, move |_| {
+    let report = run_bounded(data_limit(256 * MIB, None), BOUND, move |_| {
         vm::join(&procs)?;
         let len = 64 << 20;
         let mut map = memmap2::MmapOptions::new()

@@ -26,7 +26,7 @@ fn huge_pages_in_child() -> Result<(String, u64), String> {
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(2 * MIB);
-    let report = rlimit_child::run(data_limit(64 * MIB, None), BOUND, move |link| {
+    let report = run_bounded(data_limit(64 * MIB, None), BOUND, move |link| {
         let len = (4 * huge) as usize;
         let mut map = memmap2::MmapOptions::new()
             .len(len + huge as usize)

@@ -12,7 +12,7 @@ pub(super) fn upper_limit() -> CaseResult {
     let mut detail = Vec::new();
     let strategies = [("Remap", false), ("Reserved", true)];
     for (name, strategy) in strategies {
-        let report = rlimit_child::run(data_limit(64 * MIB, None), BOUND, move |link| {
+        let report = run_bounded(data_limit(64 * MIB, None), BOUND, move |link| {
             let pattern = Pattern::new();
             let mut memory = new_memory(strategy)?;
             let pages = grow_until_refused(memory.as_mut(), &pattern)?;
