@@ -307,14 +307,7 @@ impl Ledger {
     /// Grows `id`'s use by `bytes` if the budget allows, and its reservation
     /// by `growth_pct` where there is room. Changes nothing when it says no.
     fn try_reserve(&mut self, id: u64, bytes: u64) -> Result<Grant, Refusal> {
-        let (
-            l,
-            Config {
-                growth_pct,
-                granule,
-                ..
-            },
-        ) = (self.limits, self.config);
+        let (l, growth_pct, granule) = (self.limits, self.config.growth_pct, self.config.granule);
         let account = self.account(id);
         let need = account.used.saturating_add(bytes);
         if need <= account.reserved {
@@ -449,13 +442,12 @@ impl Ledger {
 }
 
 fn grant(account: &Account, requested: u64, grown: u64) -> Grant {
-    let (used, reserved, spills) = (account.used, account.reserved, Vec::new());
     Grant {
         requested,
         grown,
-        used,
-        reserved,
-        spills,
+        used: account.used,
+        reserved: account.reserved,
+        spills: Vec::new(),
     }
 }
 
@@ -467,12 +459,11 @@ impl MemoryManager {
             heap_in_use: 0,
             off_heap_used: 0,
         };
-        let (accounts, next_id) = (BTreeMap::new(), 0);
         let ledger = Mutex::new(Ledger {
             limits,
             config,
-            accounts,
-            next_id,
+            accounts: BTreeMap::new(),
+            next_id: 0,
         });
         Ok(Arc::new(MemoryManager { ledger }))
     }
@@ -491,16 +482,15 @@ impl MemoryManager {
         consumer: Weak<dyn MemoryConsumer>,
     ) -> Reservation {
         let mut ledger = self.ledger();
-        let (id, name) = (ledger.next_id, name.to_owned());
+        let id = ledger.next_id;
         ledger.next_id += 1;
-        let (used, reserved, released_total, spilling) = (0, 0, 0, false);
         let account = Account {
-            name,
+            name: name.to_owned(),
             consumer,
-            used,
-            reserved,
-            released_total,
-            spilling,
+            used: 0,
+            reserved: 0,
+            released_total: 0,
+            spilling: false,
         };
         ledger.accounts.insert(id, account);
         Reservation {
