@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, TryReserveError};
 use std::fmt;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 const KIB: u64 = 1024;
@@ -23,8 +23,9 @@ const MIB: u64 = 1024 * KIB;
 const MAX_GROWTH_PCT: u64 = 1000;
 
 // ANCHOR: config
-/// What the manager is built from (defaults in `Config::default`: Gluten's,
-/// scaled down 1024 times).
+/// What the manager is built from. `Config::default` is Gluten's defaults
+/// scaled down 1024 times, so that the demo fits in a few MiB (the fraction
+/// and the percentage have no unit, so they keep their values).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
     /// Bytes the heap and the off-heap pool share
@@ -43,10 +44,6 @@ pub struct Config {
 }
 // ANCHOR_END: config
 
-/// Gluten's defaults, scaled down 1024 times so that the demo fits in a few
-/// MiB: an 8 GiB executor becomes 8 MiB, and Spark's fixed 300 MiB becomes
-/// 300 KiB. The fraction and the growth percentage have no unit, so they
-/// keep their values.
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -66,19 +63,12 @@ impl Config {
     /// moves is the heap's share of it.
     pub fn budget(&self) -> Result<u64, String> {
         // Written so that NaN fails too.
-        if !(self.fraction > 0.0 && self.fraction <= 1.0) {
-            return Err(format!("fraction must be in (0, 1], got {}", self.fraction));
-        }
-        if self.reserved_overhead >= self.total {
+        let fraction_ok = self.fraction > 0.0 && self.fraction <= 1.0;
+        let sizes_ok = self.reserved_overhead < self.total && self.granule > 0;
+        if !(fraction_ok && sizes_ok && self.growth_pct <= MAX_GROWTH_PCT) {
             return Err(format!(
-                "reserved_overhead ({} bytes) must be less than total ({} bytes)",
-                self.reserved_overhead, self.total
-            ));
-        }
-        if self.granule == 0 || self.growth_pct > MAX_GROWTH_PCT {
-            return Err(format!(
-                "granule must be at least 1 byte and growth_pct at most {MAX_GROWTH_PCT}, got {} and {}",
-                self.granule, self.growth_pct
+                "need 0 < fraction <= 1, reserved_overhead < total, granule > 0 \
+                 and growth_pct <= {MAX_GROWTH_PCT}; got {self:?}"
             ));
         }
         Ok(((self.total - self.reserved_overhead) as f64 * self.fraction) as u64)
@@ -103,9 +93,7 @@ pub trait MemoryConsumer: Send + Sync {
 /// Where a reservation is in its life (the state diagram in "The flows").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReservationState {
-    /// Registered, holding nothing.
     Empty,
-    /// Holding part of the budget.
     Reserved,
     /// Asked to spill. Until it returns, no other request asks it again.
     Spilling,
@@ -136,7 +124,6 @@ pub struct SpillReport {
     /// trusts this number, not `reported`.
     pub released: u64,
 }
-
 // ANCHOR_END: grant
 
 // ANCHOR: limits
@@ -163,7 +150,6 @@ impl Limits {
         self.budget.saturating_sub(self.heap_in_use)
     }
 }
-
 // ANCHOR_END: limits
 
 // ANCHOR: memory_error
@@ -193,9 +179,6 @@ pub enum MemoryError {
         requested: u64,
         used: u64,
     },
-    /// No account with this id. A `Reservation` keeps its account alive, so
-    /// this cannot happen through one; it is here so the ledger never panics.
-    UnknownConsumer { id: u64 },
 }
 // ANCHOR_END: memory_error
 
@@ -204,64 +187,66 @@ fn kib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / KIB as f64)
 }
 
+/// `name used/reserved` of each holding, in KiB.
+fn held(holdings: &[Holding]) -> String {
+    let one = |h: &Holding| format!(" {} {}/{}", h.consumer, kib(h.used), kib(h.reserved));
+    holdings.iter().map(one).collect()
+}
+
 impl fmt::Display for MemoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let (consumer, asked, l) = match self {
             MemoryError::TooLarge {
                 consumer,
                 requested,
                 limits,
-            } => write!(
-                f,
-                "{consumer} asked for {} KiB, more than the whole off-heap limit of {} KiB \
-                 (budget {} - heap {}); nobody was asked to spill",
-                kib(*requested),
-                kib(limits.off_heap_limit()),
-                kib(limits.budget),
-                kib(limits.heap_in_use)
-            ),
+            } => (consumer, requested, limits),
             MemoryError::OverBudget {
                 consumer,
                 requested,
-                short,
                 limits,
-                holdings,
-                spills,
-            } => {
-                write!(
-                    f,
-                    "{consumer} asked for {} KiB and is {} KiB short: heap {} + off-heap {} \
-                     of budget {}; held (used/reserved):",
-                    kib(*requested),
-                    kib(*short),
-                    kib(limits.heap_in_use),
-                    kib(limits.off_heap_used),
-                    kib(limits.budget)
-                )?;
-                for h in holdings {
-                    write!(f, " {} {}/{}", h.consumer, kib(h.used), kib(h.reserved))?;
-                }
-                write!(f, "; spilled:")?;
-                if spills.is_empty() {
-                    write!(f, " nobody")?;
-                }
-                for s in spills {
-                    write!(f, " {} {}", s.consumer, kib(s.released))?;
-                }
-                Ok(())
-            }
+                ..
+            } => (consumer, requested, limits),
             MemoryError::ReleaseTooLarge {
                 consumer,
                 requested,
                 used,
-            } => write!(
+            } => {
+                let (requested, used) = (kib(*requested), kib(*used));
+                return write!(
+                    f,
+                    "{consumer} released {requested} KiB but used only {used} KiB"
+                );
+            }
+        };
+        let (heap, budget) = (kib(l.heap_in_use), kib(l.budget));
+        write!(f, "{consumer} asked for {} KiB", kib(*asked))?;
+        let MemoryError::OverBudget {
+            short,
+            holdings,
+            spills,
+            ..
+        } = self
+        else {
+            let limit = kib(l.off_heap_limit());
+            return write!(
                 f,
-                "{consumer} released {} KiB but used only {} KiB",
-                kib(*requested),
-                kib(*used)
-            ),
-            MemoryError::UnknownConsumer { id } => write!(f, "no consumer with id {id}"),
+                ", more than the whole off-heap limit of {limit} KiB \
+                              (budget {budget} - heap {heap}); nobody was asked to spill"
+            );
+        };
+        let (short, off, held) = (kib(*short), kib(l.off_heap_used), held(holdings));
+        write!(
+            f,
+            " and is {short} KiB short: heap {heap} + off-heap {off} of budget {budget}; \
+                   held (used/reserved):{held}; spilled:"
+        )?;
+        if spills.is_empty() {
+            write!(f, " nobody")?;
         }
+        spills
+            .iter()
+            .try_for_each(|s| write!(f, " {} {}", s.consumer, kib(s.released)))
     }
 }
 
@@ -284,14 +269,11 @@ struct Account {
     spilling: bool,
 }
 
-/// Everything the manager knows, behind one lock.
+/// Everything the manager knows, behind one lock. `limits.off_heap_used`
+/// is the sum of every account's `reserved`.
 struct Ledger {
-    budget: u64,
-    heap_in_use: u64,
-    /// The sum of every account's `reserved`.
-    off_heap_used: u64,
-    growth_pct: u64,
-    granule: u64,
+    limits: Limits,
+    config: Config,
     accounts: BTreeMap<u64, Account>,
     next_id: u64,
 }
@@ -302,14 +284,9 @@ pub struct MemoryManager {
 }
 // ANCHOR_END: ledger
 
-/// Why `try_reserve` said no.
-enum Refusal {
-    /// Larger than the off-heap limit: no spill can help.
-    TooLarge,
-    /// This many bytes short.
-    Short(u64),
-    Unknown,
-}
+/// Why `try_reserve` said no: `None` when the request alone is larger than
+/// the off-heap limit (no spill can help), else how many bytes are missing.
+type Refusal = Option<u64>;
 
 // ANCHOR: ahead
 /// `bytes` rounded up to a whole number of granules.
@@ -330,14 +307,8 @@ impl Ledger {
     /// Grows `id`'s use by `bytes` if the budget allows, and its reservation
     /// by `growth_pct` where there is room. Changes nothing when it says no.
     fn try_reserve(&mut self, id: u64, bytes: u64) -> Result<Grant, Refusal> {
-        let Limits {
-            budget,
-            heap_in_use: heap,
-            off_heap_used,
-        } = self.limits();
-        let limit = self.limits().off_heap_limit();
-        let (growth_pct, granule) = (self.growth_pct, self.granule);
-        let account = self.accounts.get_mut(&id).ok_or(Refusal::Unknown)?;
+        let (l, growth_pct, granule) = (self.limits, self.config.growth_pct, self.config.granule);
+        let account = self.account(id);
         let need = account.used.saturating_add(bytes);
         if need <= account.reserved {
             // Inside the reservation: no budget check at all.
@@ -347,23 +318,20 @@ impl Ledger {
         let size = need - account.reserved;
         // Gluten's check: a request fails when size + off-heap used + heap
         // in use is more than the budget.
-        let total = size.saturating_add(off_heap_used).saturating_add(heap);
-        if total > budget {
-            return Err(if bytes > limit {
-                Refusal::TooLarge
-            } else {
-                Refusal::Short(total - budget)
-            });
+        let total = size + l.off_heap_used + l.heap_in_use;
+        if total > l.budget {
+            return Err((bytes <= l.off_heap_limit()).then_some(total - l.budget));
         }
         // Only `size` is required: the extra comes from free room, so it
         // never makes anyone spill.
-        let room = budget - heap - off_heap_used;
+        let room = l.budget - l.heap_in_use - l.off_heap_used;
         let wished = wish(account.reserved, need, growth_pct, granule);
         let grown = wished.saturating_sub(account.reserved).min(room).max(size);
         account.reserved += grown;
         account.used = need;
-        self.off_heap_used += grown;
-        Ok(grant(account, bytes, grown))
+        let granted = grant(account, bytes, grown);
+        self.limits.off_heap_used += grown;
+        Ok(granted)
     }
     // ANCHOR_END: try_reserve
 
@@ -372,16 +340,15 @@ impl Ledger {
     /// reservation past `used`, rounded up to a granule. Returns the bytes
     /// that went back to the pool.
     fn release(&mut self, id: u64, bytes: u64) -> Result<u64, MemoryError> {
-        let granule = self.granule;
-        let account = self
-            .accounts
-            .get_mut(&id)
-            .ok_or(MemoryError::UnknownConsumer { id })?;
+        let granule = self.config.granule;
+        let account = self.account(id);
         if bytes > account.used {
+            let (consumer, used) = (account.name.clone(), account.used);
+            let requested = bytes;
             return Err(MemoryError::ReleaseTooLarge {
-                consumer: account.name.clone(),
-                requested: bytes,
-                used: account.used,
+                consumer,
+                requested,
+                used,
             });
         }
         account.used -= bytes;
@@ -389,7 +356,7 @@ impl Ledger {
         let keep = round_up(account.used, granule).min(account.reserved);
         let returned = account.reserved - keep;
         account.reserved = keep;
-        self.off_heap_used -= returned;
+        self.limits.off_heap_used -= returned;
         Ok(returned)
     }
     // ANCHOR_END: release
@@ -407,79 +374,68 @@ impl Ledger {
         // `false` sorts first: the others, then the requester.
         candidates.sort_by_key(|(id, a)| (**id == requester, Reverse(a.reserved)));
         // A consumer being dropped cannot be upgraded: skip it.
-        candidates
-            .into_iter()
-            .find_map(|(id, a)| Some((*id, a.consumer.upgrade()?)))
+        let upgrade = |(id, a): (&u64, &Account)| Some((*id, a.consumer.upgrade()?));
+        candidates.into_iter().find_map(upgrade)
     }
 
     /// Marks `id` as spilling, so that no other request asks it meanwhile,
     /// and returns its release count to compare with afterwards.
     fn begin_spill(&mut self, id: u64) -> u64 {
-        self.accounts.get_mut(&id).map_or(0, |a| {
-            a.spilling = true;
-            a.released_total
-        })
+        let account = self.account(id);
+        account.spilling = true;
+        account.released_total
     }
 
     /// Clears the mark and returns the bytes `id` released since `before`.
     fn end_spill(&mut self, id: u64, before: u64) -> u64 {
-        self.accounts.get_mut(&id).map_or(0, |a| {
-            a.spilling = false;
-            a.released_total.wrapping_sub(before)
-        })
+        let account = self.account(id);
+        account.spilling = false;
+        account.released_total.wrapping_sub(before)
     }
     // ANCHOR_END: victims
 
-    fn limits(&self) -> Limits {
-        Limits {
-            budget: self.budget,
-            heap_in_use: self.heap_in_use,
-            off_heap_used: self.off_heap_used,
-        }
+    /// The account of a live `Reservation`: it stays open until the
+    /// `Reservation` is dropped, so every id the manager is handed is open.
+    fn account(&mut self, id: u64) -> &mut Account {
+        let open = self.accounts.get_mut(&id);
+        open.expect("a live Reservation's account is open")
     }
 
     fn holdings(&self) -> Vec<Holding> {
-        self.accounts
-            .values()
-            .map(|a| Holding {
-                consumer: a.name.clone(),
-                used: a.used,
-                reserved: a.reserved,
-            })
-            .collect()
+        let holding = |a: &Account| (a.name.clone(), a.used, a.reserved);
+        let holdings = self.accounts.values().map(holding);
+        let holding = |(consumer, used, reserved)| Holding {
+            consumer,
+            used,
+            reserved,
+        };
+        holdings.map(holding).collect()
     }
 
-    fn name(&self, id: u64) -> String {
-        self.accounts
-            .get(&id)
-            .map_or_else(|| format!("#{id}"), |a| a.name.clone())
-    }
-}
-
-impl Ledger {
-    /// The error for a request larger than the whole off-heap limit.
-    fn too_large(&self, id: u64, bytes: u64) -> MemoryError {
-        MemoryError::TooLarge {
-            consumer: self.name(id),
-            requested: bytes,
-            limits: self.limits(),
-        }
-    }
-
-    /// The error when nobody is left to ask: who held what, who spilled.
-    fn over_budget(
-        &self,
+    /// The refusal as the caller sees it: too large if it was never short,
+    /// else who held what and who spilled.
+    fn refused(
+        &mut self,
         id: u64,
         bytes: u64,
-        short: u64,
+        short: Refusal,
         spills: Vec<SpillReport>,
     ) -> MemoryError {
+        let (consumer, requested, limits) = (self.account(id).name.clone(), bytes, self.limits);
+        let Some(short) = short else {
+            return MemoryError::TooLarge {
+                consumer,
+                requested,
+                limits,
+            };
+        };
+        let holdings = self.holdings();
         MemoryError::OverBudget {
-            consumer: self.name(id),
-            requested: bytes,
+            consumer,
+            requested,
             short,
-            limits: self.limits(),
-            holdings: self.holdings(),
+            limits,
+            holdings,
             spills,
         }
     }
@@ -498,18 +454,18 @@ fn grant(account: &Account, requested: u64, grown: u64) -> Grant {
 impl MemoryManager {
     /// A manager with `config`'s budget and no heap in use yet.
     pub fn new(config: Config) -> Result<Arc<MemoryManager>, String> {
-        let budget = config.budget()?;
-        Ok(Arc::new(MemoryManager {
-            ledger: Mutex::new(Ledger {
-                budget,
-                heap_in_use: 0,
-                off_heap_used: 0,
-                growth_pct: config.growth_pct,
-                granule: config.granule,
-                accounts: BTreeMap::new(),
-                next_id: 0,
-            }),
-        }))
+        let limits = Limits {
+            budget: config.budget()?,
+            heap_in_use: 0,
+            off_heap_used: 0,
+        };
+        let ledger = Mutex::new(Ledger {
+            limits,
+            config,
+            accounts: BTreeMap::new(),
+            next_id: 0,
+        });
+        Ok(Arc::new(MemoryManager { ledger }))
     }
 
     /// The lock. No code under it panics half-way through an update, so a
@@ -528,17 +484,15 @@ impl MemoryManager {
         let mut ledger = self.ledger();
         let id = ledger.next_id;
         ledger.next_id += 1;
-        ledger.accounts.insert(
-            id,
-            Account {
-                name: name.to_owned(),
-                consumer,
-                used: 0,
-                reserved: 0,
-                released_total: 0,
-                spilling: false,
-            },
-        );
+        let account = Account {
+            name: name.to_owned(),
+            consumer,
+            used: 0,
+            reserved: 0,
+            released_total: 0,
+            spilling: false,
+        };
+        ledger.accounts.insert(id, account);
         Reservation {
             manager: Arc::clone(self),
             id,
@@ -547,36 +501,23 @@ impl MemoryManager {
 
     /// Builds a consumer that holds its own `Reservation`: `build` gets the
     /// handle, and the account refers back to the consumer weakly.
-    pub fn register_with<T: MemoryConsumer + 'static>(
-        self: &Arc<Self>,
-        name: &str,
-        build: impl FnOnce(Reservation) -> T,
-    ) -> Arc<T> {
-        Arc::new_cyclic(|me: &Weak<T>| {
-            let me: Weak<dyn MemoryConsumer> = me.clone();
-            build(self.register(name, me))
-        })
-    }
-
-    /// Closes an account and returns its whole reservation to the pool.
-    fn unregister(&self, id: u64) {
-        let mut ledger = self.ledger();
-        if let Some(account) = ledger.accounts.remove(&id) {
-            ledger.off_heap_used -= account.reserved;
-        }
-        // The account held only a `Weak`: dropping it here, under the
-        // lock, runs no consumer code.
+    pub fn register_with<T, F>(self: &Arc<Self>, name: &str, build: F) -> Arc<T>
+    where
+        T: MemoryConsumer + 'static,
+        F: FnOnce(Reservation) -> T,
+    {
+        Arc::new_cyclic(|me: &Weak<T>| build(self.register(name, me.clone())))
     }
 
     /// The heap is the other pool. Its owner (in Gluten, the JVM) reports
     /// it; the manager never refuses it, it only leaves the off-heap pool
     /// less room. Reservations already made stay, even past the new limit.
     pub fn set_heap_in_use(&self, bytes: u64) {
-        self.ledger().heap_in_use = bytes;
+        self.ledger().limits.heap_in_use = bytes;
     }
 
     pub fn limits(&self) -> Limits {
-        self.ledger().limits()
+        self.ledger().limits
     }
 
     /// Every account, in registration order.
@@ -584,38 +525,24 @@ impl MemoryManager {
         self.ledger().holdings()
     }
 
-    /// The ledger's invariants, checked under its lock: the pool's total is
-    /// the sum of the reservations, no reservation is smaller than its use,
-    /// and the off-heap pool never passed the budget.
+    /// Under the lock: the pool's total is the sum of the reservations, no
+    /// reservation is smaller than its use, and the pool is within budget.
     pub fn check_invariants(&self) -> Result<(), String> {
         let ledger = self.ledger();
+        let (pool, budget) = (ledger.limits.off_heap_used, ledger.limits.budget);
         let sum: u64 = ledger.accounts.values().map(|a| a.reserved).sum();
-        if sum != ledger.off_heap_used {
-            return Err(format!(
-                "reservations sum to {sum} bytes, the pool says {}",
-                ledger.off_heap_used
-            ));
+        let over = ledger.accounts.values().find(|a| a.used > a.reserved);
+        match (sum == pool, over, pool <= budget) {
+            (false, ..) => Err(format!(
+                "reservations sum to {sum} bytes, the pool says {pool}"
+            )),
+            (_, Some(a), _) => Err(format!(
+                "{} uses more than its {} reserved",
+                a.name, a.reserved
+            )),
+            (_, _, false) => Err(format!("off-heap {pool} is over the budget {budget}")),
+            _ => Ok(()),
         }
-        if let Some(a) = ledger.accounts.values().find(|a| a.used > a.reserved) {
-            return Err(format!(
-                "{} uses {} of {} reserved",
-                a.name, a.used, a.reserved
-            ));
-        }
-        if ledger.off_heap_used > ledger.budget {
-            return Err(format!(
-                "off-heap {} is over the budget {}",
-                ledger.off_heap_used, ledger.budget
-            ));
-        }
-        Ok(())
-    }
-
-    fn holding(&self, id: u64) -> Option<(u64, u64, bool)> {
-        self.ledger()
-            .accounts
-            .get(&id)
-            .map(|a| (a.used, a.reserved, a.spilling))
     }
 
     // ANCHOR: acquire
@@ -631,13 +558,12 @@ impl MemoryManager {
             trace("MemoryManager", "Ledger", "try_reserve");
             let short = match ledger.try_reserve(id, bytes) {
                 Ok(grant) => return Ok(Grant { spills, ..grant }),
-                Err(Refusal::Short(short)) => short,
-                Err(Refusal::TooLarge) => return Err(ledger.too_large(id, bytes)),
-                Err(Refusal::Unknown) => return Err(MemoryError::UnknownConsumer { id }),
+                Err(None) => return Err(ledger.refused(id, bytes, None, spills)),
+                Err(Some(short)) => short,
             };
             trace("MemoryManager", "Ledger", "next_victim");
             let Some((victim, consumer)) = ledger.next_victim(id, &asked) else {
-                return Err(ledger.over_budget(id, bytes, short, spills));
+                return Err(ledger.refused(id, bytes, Some(short), spills));
             };
             asked.push(victim);
             trace("MemoryManager", "Ledger", "begin_spill");
@@ -667,16 +593,16 @@ impl MemoryManager {
         let reported = consumer.spill(asked);
         trace("MemoryManager", "Ledger", "end_spill");
         let released = self.ledger().end_spill(victim, before);
-        let report = SpillReport {
-            consumer: consumer.name().to_owned(),
-            asked,
-            reported,
-            released,
-        };
+        let name = consumer.name().to_owned();
         // Dropped after the lock is released: if this is the last `Arc`, the
         // consumer's drop unregisters it, which takes the lock.
         drop(consumer);
-        report
+        SpillReport {
+            consumer: name,
+            asked,
+            reported,
+            released,
+        }
     }
     // ANCHOR_END: spill_one
 
@@ -712,26 +638,34 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.manager.unregister(self.id);
+        let mut ledger = self.manager.ledger();
+        // The account holds only a `Weak`: dropping it runs no consumer code.
+        if let Some(account) = ledger.accounts.remove(&self.id) {
+            ledger.limits.off_heap_used -= account.reserved;
+        }
     }
 }
 // ANCHOR_END: reservation
 
 impl Reservation {
+    fn read<T>(&self, f: impl FnOnce(&Account) -> T) -> T {
+        f(self.manager.ledger().account(self.id))
+    }
+
     pub fn used(&self) -> u64 {
-        self.manager.holding(self.id).map_or(0, |h| h.0)
+        self.read(|a| a.used)
     }
 
     pub fn reserved(&self) -> u64 {
-        self.manager.holding(self.id).map_or(0, |h| h.1)
+        self.read(|a| a.reserved)
     }
 
     pub fn state(&self) -> ReservationState {
-        match self.manager.holding(self.id) {
-            Some((_, _, true)) => ReservationState::Spilling,
-            Some((_, reserved, false)) if reserved > 0 => ReservationState::Reserved,
-            _ => ReservationState::Empty,
-        }
+        self.read(|a| match (a.spilling, a.reserved) {
+            (true, _) => ReservationState::Spilling,
+            (false, 0) => ReservationState::Empty,
+            _ => ReservationState::Reserved,
+        })
     }
 }
 
@@ -748,11 +682,15 @@ pub struct SpillableBuffer {
 impl SpillableBuffer {
     /// A buffer with an account of its own in `manager`.
     pub fn new(manager: &Arc<MemoryManager>, name: &str) -> Arc<SpillableBuffer> {
-        manager.register_with(name, |reservation| SpillableBuffer {
-            name: name.to_owned(),
-            reservation,
-            batches: Mutex::new(Vec::new()),
-            spilled: AtomicU64::new(0),
+        let (batches, spilled) = (Mutex::default(), AtomicU64::new(0));
+        manager.register_with(name, |reservation| {
+            let name = name.to_owned();
+            SpillableBuffer {
+                name,
+                reservation,
+                batches,
+                spilled,
+            }
         })
     }
 
@@ -771,11 +709,7 @@ impl SpillableBuffer {
 impl SpillableBuffer {
     /// Bytes spilled so far.
     pub fn spilled(&self) -> u64 {
-        self.spilled.load(Ordering::Relaxed)
-    }
-
-    pub fn reservation(&self) -> &Reservation {
-        &self.reservation
+        self.spilled.load(Relaxed)
     }
 
     fn lock_batches(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
@@ -801,14 +735,11 @@ impl MemoryConsumer for SpillableBuffer {
                 freed += batch.len() as u64;
             }
         }
-        self.spilled.fetch_add(freed, Ordering::Relaxed);
+        self.spilled.fetch_add(freed, Relaxed);
         // Every batch was reserved before it was pushed, so this release
         // cannot exceed the use. Report only what the manager took back.
         trace("SpillableBuffer", "Reservation", "release");
-        match self.reservation.release(freed) {
-            Ok(_) => freed,
-            Err(_) => 0,
-        }
+        self.reservation.release(freed).map_or(0, |_| freed)
     }
 }
 // ANCHOR_END: spillable_spill
@@ -822,10 +753,9 @@ pub const MAX_PAGES: u32 = 65536;
 /// Why a grow returned -1. The memory and the budget are unchanged.
 #[derive(Debug)]
 pub enum MemoryGrowError {
-    /// The new size would pass the declared maximum or 65536 pages.
+    /// The new size would pass the declared maximum, 65536 pages, or what
+    /// this platform can address.
     OverMaximum { requested: u64, maximum: u32 },
-    /// The new size does not fit this platform's address space (32-bit).
-    AddressSpace { pages: u32 },
     /// The manager said no.
     Refused(MemoryError),
     /// The manager said yes, the allocator said no.
@@ -842,14 +772,6 @@ pub struct BudgetedMemory {
 // ANCHOR_END: budgeted_memory
 
 impl BudgetedMemory {
-    /// An empty memory that may grow to `maximum` pages (at most 65536).
-    pub fn new(maximum: u32) -> BudgetedMemory {
-        BudgetedMemory {
-            bytes: Vec::new(),
-            maximum: maximum.min(MAX_PAGES),
-        }
-    }
-
     /// The size in pages (`memory.size`).
     pub fn size(&self) -> u32 {
         (self.bytes.len() / WASM_PAGE) as u32
@@ -859,13 +781,11 @@ impl BudgetedMemory {
         &mut self.bytes
     }
 
-    /// `memory.grow`: the old size in pages, or -1 with nothing changed.
+    /// `memory.grow`: the old size in pages (at most 65536, so it fits an
+    /// `i32`), or -1 with nothing changed.
     pub fn grow(&mut self, delta: u32, reservation: &Reservation) -> i32 {
-        match self.grow_traced(delta, reservation) {
-            // At most 65536, so it fits an i32.
-            Ok((old_pages, _)) => old_pages as i32,
-            Err(_) => -1,
-        }
+        let grown = self.grow_traced(delta, reservation);
+        grown.map_or(-1, |(old_pages, _)| old_pages as i32)
     }
 
     // ANCHOR: grow_traced
@@ -875,28 +795,19 @@ impl BudgetedMemory {
         delta: u32,
         reservation: &Reservation,
     ) -> Result<(u32, Option<Grant>), MemoryGrowError> {
-        let old_pages = self.size();
-        let over = MemoryGrowError::OverMaximum {
-            requested: u64::from(old_pages) + u64::from(delta),
-            maximum: self.maximum,
-        };
-        let new_pages = match old_pages.checked_add(delta) {
-            Some(n) if n <= self.maximum => n,
-            _ => return Err(over),
-        };
-        if delta == 0 {
+        let (old_pages, maximum) = (self.size(), self.maximum);
+        let requested = u64::from(old_pages) + u64::from(delta);
+        if requested > u64::from(maximum) {
+            return Err(MemoryGrowError::OverMaximum { requested, maximum });
+        } else if delta == 0 {
             return Ok((old_pages, None));
         }
-        let Some(new_len) = (new_pages as usize).checked_mul(WASM_PAGE) else {
-            return Err(MemoryGrowError::AddressSpace { pages: new_pages });
-        };
         let delta_bytes = u64::from(delta) * WASM_PAGE as u64;
         // Ask the manager before touching memory: its no is the guest's -1.
         trace("BudgetedMemory", "Reservation", "acquire");
-        let grant = reservation
-            .acquire(delta_bytes)
-            .map_err(MemoryGrowError::Refused)?;
-        let mut bigger = Vec::new();
+        let grant = reservation.acquire(delta_bytes);
+        let grant = grant.map_err(MemoryGrowError::Refused)?;
+        let (mut bigger, new_len) = (Vec::new(), requested as usize * WASM_PAGE);
         if let Err(e) = bigger.try_reserve_exact(new_len) {
             // Undo the grant, so that -1 leaves the budget as it was. It
             // cannot fail: `WasmInstance::spill` never releases any.
@@ -914,11 +825,11 @@ impl BudgetedMemory {
 impl fmt::Display for MemoryGrowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MemoryGrowError::OverMaximum { requested, maximum } => {
-                write!(f, "{requested} pages requested, maximum is {maximum}")
-            }
-            MemoryGrowError::AddressSpace { pages } => {
-                write!(f, "{pages} pages do not fit this address space")
+            MemoryGrowError::OverMaximum {
+                requested: r,
+                maximum: m,
+            } => {
+                write!(f, "{r} pages requested, maximum is {m}")
             }
             MemoryGrowError::Refused(e) => write!(f, "{e}"),
             MemoryGrowError::OutOfMemory(e) => write!(f, "allocation failed: {e}"),
@@ -954,12 +865,19 @@ impl WasmInstance {
 // ANCHOR_END: wasm_instance
 
 impl WasmInstance {
-    /// An instance whose memory may grow to `maximum_pages`.
+    /// An instance whose memory may grow to `maximum_pages` (at most 65536).
     pub fn new(manager: &Arc<MemoryManager>, name: &str, maximum_pages: u32) -> Arc<WasmInstance> {
-        manager.register_with(name, |reservation| WasmInstance {
-            name: name.to_owned(),
-            reservation,
-            memory: Mutex::new(BudgetedMemory::new(maximum_pages)),
+        // Fewer on a 32-bit host: no more than its address space holds.
+        let addressable = u32::try_from(isize::MAX as usize / WASM_PAGE).unwrap_or(MAX_PAGES);
+        let (bytes, maximum) = (Vec::new(), maximum_pages.min(MAX_PAGES).min(addressable));
+        let memory = Mutex::new(BudgetedMemory { bytes, maximum });
+        manager.register_with(name, |reservation| {
+            let name = name.to_owned();
+            WasmInstance {
+                name,
+                reservation,
+                memory,
+            }
         })
     }
 
@@ -1012,117 +930,92 @@ pub fn trace_scenario(config: Config) -> Result<Vec<String>, String> {
     run.map(|_| calls.unwrap_or_default())
 }
 
-/// The demo's output: one line per event, each followed by the ledger.
+/// The demo's output: one line per event, and under it the ledger.
 struct Timeline<'a> {
     manager: &'a MemoryManager,
     lines: Vec<String>,
     step: u32,
 }
 
-impl<'a> Timeline<'a> {
-    /// The budget at Gluten's scale and at this demo's, then the events.
-    fn new(config: &Config, manager: &'a MemoryManager) -> Result<Timeline<'a>, String> {
-        let full_scale = Config {
-            total: 8 * 1024 * MIB,
-            reserved_overhead: 300 * MIB,
-            ..*config
-        };
-        let lines = vec![
-            format!(
-                "Gluten at full scale, 8 GiB heap: budget = (8192 MiB - 300 MiB) * {} = {:.1} MiB",
-                config.fraction,
-                full_scale.budget()? as f64 / MIB as f64
-            ),
-            format!(
-                "this demo, 1024 times smaller: budget = ({} KiB - {} KiB) * {} = {} KiB",
-                kib(config.total),
-                kib(config.reserved_overhead),
-                config.fraction,
-                kib(manager.limits().budget)
-            ),
-            format!(
-                "reservations grow by {}% in {} KiB granules; all sizes below in KiB",
-                config.growth_pct,
-                kib(config.granule)
-            ),
-        ];
-        Ok(Timeline {
-            manager,
-            lines,
-            step: 0,
-        })
-    }
-
+impl Timeline<'_> {
     fn event(&mut self, who: &str, what: &str, result: &str) {
         self.step += 1;
+        let (step, manager) = (self.step, self.manager);
         self.lines
-            .push(format!("{:>2} {who:<5} {what:<22} {result}", self.step));
-        let l = self.manager.limits();
-        let mut ledger = format!(
-            "   heap {} + off-heap {} (limit {}) |",
-            kib(l.heap_in_use),
-            kib(l.off_heap_used),
-            kib(l.off_heap_limit())
-        );
-        for h in self.manager.holdings() {
-            let (used, reserved) = (kib(h.used), kib(h.reserved));
-            ledger.push_str(&format!(" {} {used}/{reserved}", h.consumer));
-        }
-        self.lines.push(ledger);
+            .push(format!("{step:>2} {who:<5} {what:<22} {result}"));
+        let (l, held) = (manager.limits(), held(&manager.holdings()));
+        let (heap, off, limit) = (kib(l.heap_in_use), kib(l.off_heap_used), l.off_heap_limit());
+        let limit = kib(limit);
+        self.lines.push(format!(
+            "   heap {heap} + off-heap {off} (limit {limit}) |{held}"
+        ));
     }
 
     /// The heap's owner reports `bytes` in use.
     fn heap(&mut self, bytes: u64) {
         self.manager.set_heap_in_use(bytes);
         let l = self.manager.limits();
-        let mut result = format!(
-            "off-heap limit = {} - {} = {}",
-            kib(l.budget),
-            kib(l.heap_in_use),
-            kib(l.off_heap_limit())
-        );
-        if l.off_heap_used > l.off_heap_limit() {
-            let over = kib(l.off_heap_used - l.off_heap_limit());
-            result.push_str(&format!(": {over} over it, nobody is told"));
+        let (budget, heap, limit) = (kib(l.budget), kib(bytes), l.off_heap_limit());
+        let mut result = format!("off-heap limit = {budget} - {heap} = {}", kib(limit));
+        if let Some(over) = l.off_heap_used.checked_sub(limit).filter(|&o| o > 0) {
+            result += &format!(": {} over it, nobody is told", kib(over));
         }
-        self.event("heap", &format!("in use: {}", kib(bytes)), &result);
+        self.event("heap", &format!("in use: {heap}"), &result);
     }
 
     fn push(&mut self, buffer: &SpillableBuffer, bytes: u64) {
-        let result = match buffer.push(bytes as usize) {
-            Ok(g) => describe_grant(&g),
-            Err(e) => format!("refused: {e}"),
-        };
+        let pushed = buffer.push(bytes as usize);
+        let result = pushed.map_or_else(|e| format!("refused: {e}"), |g| describe(&g));
         self.event(buffer.name(), &format!("push {}", kib(bytes)), &result);
     }
 
     fn grow(&mut self, wasm: &WasmInstance, delta: u32) {
-        let (what, result) = match wasm.memory_grow_traced(delta) {
-            Ok((old, grant)) => (
-                format!("memory.grow({delta}) = {old}"),
-                grant.map_or_else(|| "ok".to_owned(), |g| describe_grant(&g)),
-            ),
-            Err(e) => (format!("memory.grow({delta}) = -1"), format!("{e}")),
+        let (old, result) = match wasm.memory_grow_traced(delta) {
+            Ok((old, grant)) => (old as i32, grant.map_or("ok".into(), |g| describe(&g))),
+            Err(e) => (-1, e.to_string()),
         };
-        self.event(wasm.name(), &what, &result);
+        self.event(
+            wasm.name(),
+            &format!("memory.grow({delta}) = {old}"),
+            &result,
+        );
     }
 }
 
-fn describe_grant(g: &Grant) -> String {
-    let mut s = if g.grown == 0 {
-        format!("ok, inside the reservation (used {})", kib(g.used))
-    } else {
-        let (grown, reserved, used) = (kib(g.grown), kib(g.reserved), kib(g.used));
-        format!("ok, reservation +{grown} to {reserved} (used {used})")
+fn describe(g: &Grant) -> String {
+    let (grown, reserved, used) = (kib(g.grown), kib(g.reserved), kib(g.used));
+    let mut s = match g.grown {
+        0 => format!("ok, inside the reservation (used {used})"),
+        _ => format!("ok, reservation +{grown} to {reserved} (used {used})"),
     };
     for spill in &g.spills {
-        let (released, asked) = (kib(spill.released), kib(spill.asked));
-        s.push_str(&format!(
-            "; {} spilled {released} of {asked} asked",
-            spill.consumer
-        ));
+        let (name, released, asked) = (&spill.consumer, kib(spill.released), kib(spill.asked));
+        s += &format!("; {name} spilled {released} of {asked} asked");
     }
     s
+}
+
+/// The budget at Gluten's scale and at this demo's, before the events.
+fn header(c: &Config, budget: u64) -> Result<Vec<String>, String> {
+    let gluten = Config {
+        total: 8 * 1024 * MIB,
+        reserved_overhead: 300 * MIB,
+        ..*c
+    };
+    let full = gluten.budget()? as f64 / MIB as f64;
+    let (fraction, total, overhead) = (c.fraction, kib(c.total), kib(c.reserved_overhead));
+    let (pct, granule, budget) = (c.growth_pct, kib(c.granule), kib(budget));
+    Ok(vec![
+        format!(
+            "Gluten at full scale, 8 GiB heap: \
+                 budget = (8192 MiB - 300 MiB) * {fraction} = {full:.1} MiB"
+        ),
+        format!(
+            "this demo, 1024 times smaller: \
+                 budget = ({total} KiB - {overhead} KiB) * {fraction} = {budget} KiB"
+        ),
+        format!("reservations grow by {pct}% in {granule} KiB granules; all sizes below in KiB"),
+    ])
 }
 
 // ANCHOR: scenario
@@ -1130,7 +1023,12 @@ fn describe_grant(g: &Grant) -> String {
 /// budget while the heap grows under them.
 pub fn run_scenario(config: Config) -> Result<Vec<String>, String> {
     let manager = MemoryManager::new(config)?;
-    let mut t = Timeline::new(&config, &manager)?;
+    let lines = header(&config, manager.limits().budget)?;
+    let mut t = Timeline {
+        manager: &manager,
+        lines,
+        step: 0,
+    };
     let sort = SpillableBuffer::new(&manager, "sort");
     let agg = SpillableBuffer::new(&manager, "agg");
     let wasm = WasmInstance::new(&manager, "wasm", 1024);
@@ -1151,16 +1049,14 @@ pub fn run_scenario(config: Config) -> Result<Vec<String>, String> {
     for delta in [4, 64, 32, 16] {
         t.grow(&wasm, delta);
     }
-    let (sorted, aggregated) = (kib(sort.spilled()), kib(agg.spilled()));
-    t.lines.push(format!(
-        "spilled in total: sort {sorted} KiB, agg {aggregated} KiB; wasm has {} pages",
-        wasm.pages()
-    ));
+    let (sorted, aggregated, pages) = (kib(sort.spilled()), kib(agg.spilled()), wasm.pages());
+    let spilled = format!("spilled in total: sort {sorted} KiB, agg {aggregated} KiB");
+    t.lines.push(format!("{spilled}; wasm has {pages} pages"));
     drop((sort, agg));
     t.event("all", "sort and agg dropped", "their reservations return");
     manager.check_invariants()?;
     t.lines
-        .push("invariants hold: the reservations sum to the off-heap total".to_owned());
+        .push("invariants hold: the reservations sum to the off-heap total".into());
     Ok(t.lines)
 }
 // ANCHOR_END: scenario_pressure
@@ -1175,40 +1071,26 @@ budget while the heap grows under them.
   --fraction-pct N   the budget's share of total - overhead, in % (1..=100, default 60)
   --trace            print the calls between the types instead, in the order they run";
 
-/// The flags: the configuration, and whether to trace.
-fn config_from_args() -> (Config, bool) {
+fn main() -> ExitCode {
     let mut args = Args::parse(PROGRAM, USAGE);
     let growth_pct = args.number("--growth-pct", 25, 0..=MAX_GROWTH_PCT);
-    let fraction_pct = args.number("--fraction-pct", 60, 1..=100);
+    let fraction = args.number("--fraction-pct", 60, 1..=100) as f64 / 100.0;
     let trace = args.switch("--trace");
     args.finish();
     let config = Config {
         growth_pct,
-        fraction: fraction_pct as f64 / 100.0,
+        fraction,
         ..Config::default()
     };
-    (config, trace)
-}
-
-fn main() -> ExitCode {
-    let (config, trace) = config_from_args();
-    let run = if trace {
-        trace_scenario(config)
-    } else {
-        run_scenario(config)
-    };
-    match run {
-        Ok(lines) => {
-            for line in lines {
-                println!("{line}");
-            }
-            ExitCode::SUCCESS
-        }
+    let run = if trace { trace_scenario } else { run_scenario };
+    match run(config) {
+        Ok(lines) => lines.iter().for_each(|line| println!("{line}")),
         Err(e) => {
             eprintln!("{PROGRAM}: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }
 
 // SHARED: cli (canonical: examples/map_and_touch.rs)
