@@ -19,7 +19,7 @@ use crate::{tools, vm_assets, Result};
 
 /// A cargo target of the workspace (target names are unique across its
 /// packages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Target {
     /// `test` or `example` (an example built with `test = true`).
     pub kind: &'static str,
@@ -327,7 +327,7 @@ fn has_target(root: &Path, target: Target) -> Result<bool> {
 
 /// `cargo test --no-run --message-format=json` for `targets`; their test
 /// executables, by target.
-fn build(mut cargo: Command, targets: &[Target]) -> Result<BTreeMap<&'static str, PathBuf>> {
+fn build(mut cargo: Command, targets: &[Target]) -> Result<BTreeMap<Target, PathBuf>> {
     // `--workspace`: some targets are the `runtime` member's.
     cargo.args(["test", "--workspace", "--no-run", "--message-format=json"]);
     for t in targets {
@@ -360,11 +360,11 @@ fn build(mut cargo: Command, targets: &[Target]) -> Result<BTreeMap<&'static str
                     .as_array()
                     .is_some_and(|k| k.iter().any(|k| k == t.kind))
         }) {
-            found.insert(t.name, PathBuf::from(exe));
+            found.insert(*t, PathBuf::from(exe));
         }
     }
     for t in targets {
-        if !found.contains_key(t.name) {
+        if !found.contains_key(t) {
             return Err(format!(
                 "cargo built no test executable for {} `{}`: update OS_TESTS in xtask/src/kernels.rs",
                 t.kind, t.name
@@ -388,7 +388,7 @@ type BinaryResult = std::result::Result<(bool, String), String>;
 /// Runs every binary with `run_one`, keeping each output in `logs/`.
 fn run_all(
     run: &mut KernelRun,
-    binaries: &BTreeMap<&'static str, PathBuf>,
+    binaries: &BTreeMap<Target, PathBuf>,
     logs: &Path,
     mut run_one: impl FnMut(&Path) -> BinaryResult,
 ) {
@@ -402,17 +402,18 @@ fn run_all(
     };
     for t in OS_TESTS {
         let t0 = Instant::now();
-        let result = run_one(&binaries[t.name]);
+        let result = run_one(&binaries[&t]);
+        // `pressure` is both an example and a test: the kind tells them apart.
+        let name = format!("{} {}", t.kind, t.name);
         eprintln!(
-            "xtask: kernel {}: {} took {:.1} s",
+            "xtask: kernel {}: {name} took {:.1} s",
             run.label,
-            t.name,
             t0.elapsed().as_secs_f64()
         );
-        keep(t.name, &result);
-        record(run, t.name, result);
+        keep(&name.replace(' ', "-"), &result);
+        record(run, &name, result);
     }
-    if let Some(exe) = binaries.get(GROW_PATHS.name) {
+    if let Some(exe) = binaries.get(&GROW_PATHS) {
         let result = run_one(exe);
         keep(GROW_PATHS.name, &result);
         run.grow_paths = result.and_then(|(ok, out)| grow_paths_of(ok, &out));
@@ -423,7 +424,7 @@ fn run_all(
 /// package root).
 fn on_host(
     root: &Path,
-    binaries: &BTreeMap<&'static str, PathBuf>,
+    binaries: &BTreeMap<Target, PathBuf>,
     release: &str,
     logs: &Path,
 ) -> KernelRun {
@@ -486,7 +487,7 @@ fn in_guest(
     target_dir: &Path,
     assets: &Assets,
     kernel: &vm::Kernel,
-    binaries: &BTreeMap<&'static str, PathBuf>,
+    binaries: &BTreeMap<Target, PathBuf>,
     logs: &Path,
 ) -> KernelRun {
     let started = Instant::now();
