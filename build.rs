@@ -17,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 #[path = "xtask/src/programs.rs"]
+#[allow(dead_code)] // `is_hidden` serves the xtask's block-length check
 mod programs;
 
 /// mdBook stops expanding nested includes at this depth (`MAX_LINK_NESTED_DEPTH`).

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::blocks::{self, Fenced};
 use crate::book::{Book, Tally};
+use crate::programs::is_hidden;
 use crate::{files, mdbook_test, Result};
 
 /// The most lines a reader may have to read in one block (COMMON: most
@@ -107,11 +108,6 @@ fn visible_code_lines(shown: &Fenced, origin: Option<&Fenced>) -> Option<usize> 
 
 /// rustdoc's rule, which mdBook's hidden lines follow: after leading
 /// whitespace, `# ` or a lone `#` hides the line; `##` shows one `#`.
-fn is_hidden(line: &str) -> bool {
-    let t = line.trim();
-    !t.starts_with("##") && (t.starts_with("# ") || t == "#")
-}
-
 /// The argument of an unescaped `{{#include ...}}` or `{{#rustdoc_include
 /// ...}}` on this line.
 pub fn include_path(line: &str) -> Option<&str> {

@@ -22,10 +22,9 @@ pub fn program<'a>(info: &str, lines: impl IntoIterator<Item = &'a str>) -> Stri
     for line in lines {
         let rest = line.trim_start();
         let indent = &line[..line.len() - rest.len()];
-        let shown = match rest {
-            "#" => "",
-            _ if rest.starts_with("# ") => &rest[2..],
-            _ if rest.starts_with("##") => &rest[1..],
+        let shown = match rest.strip_prefix('#') {
+            Some(after) if is_hidden(line) => after.strip_prefix(' ').unwrap_or(after),
+            Some(after) if after.starts_with('#') => after, // `##`: an escaped `#`
             _ => rest,
         };
         text.push('\n');
@@ -33,6 +32,13 @@ pub fn program<'a>(info: &str, lines: impl IntoIterator<Item = &'a str>) -> Stri
         text.push_str(shown);
     }
     text
+}
+
+/// rustdoc's rule: a line that is `#`, or starts with `# ` (after its
+/// indentation), is hidden on the page; `##` escapes a shown `#`.
+pub fn is_hidden(line: &str) -> bool {
+    let t = line.trim();
+    !t.starts_with("##") && (t.starts_with("# ") || t == "#")
 }
 
 #[cfg(test)]
