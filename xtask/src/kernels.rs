@@ -156,6 +156,21 @@ struct KernelRun {
     took: Duration,
 }
 
+impl KernelRun {
+    /// A guest's run before its boot.
+    fn not_booted(release: &str) -> KernelRun {
+        KernelRun {
+            label: release.to_owned(),
+            counts: Counts::default(),
+            failures: Vec::new(),
+            grow_paths: Err("not run: the guest did not boot".to_owned()),
+            boot: None,
+            in_qemu: true,
+            took: Duration::ZERO,
+        }
+    }
+}
+
 /// `cargo xtask kernels`.
 pub fn kernels(root: &Path) -> Result<()> {
     let target_dir = root.join("target");
@@ -181,12 +196,33 @@ pub fn run_matrix(root: &Path, cargo: Command, target_dir: &Path) -> Result<Summ
     let host = host_release();
     eprintln!("xtask: kernel {host} (host): running the OS tests");
     runs.push(on_host(root, &binaries, &host, &logs));
-    for kernel in &assets.kernels {
-        eprintln!("xtask: kernel {}: booting a QEMU guest", kernel.release);
-        runs.push(in_guest(
-            root, target_dir, &assets, kernel, &binaries, &logs,
-        ));
-    }
+    // The guests boot at once: each is mostly one busy vCPU thread under
+    // TCG, and the host has two cores. Their runs come back in the order of
+    // `assets.kernels`.
+    std::thread::scope(|scope| {
+        let guests: Vec<_> = assets
+            .kernels
+            .iter()
+            .map(|kernel| {
+                eprintln!("xtask: kernel {}: booting a QEMU guest", kernel.release);
+                let (assets, binaries, logs) = (&assets, &binaries, &logs);
+                let run = scope.spawn(move || {
+                    in_guest(root, target_dir, assets, kernel, binaries, logs)
+                });
+                (kernel, run)
+            })
+            .collect();
+        for (kernel, run) in guests {
+            runs.push(run.join().unwrap_or_else(|_| KernelRun {
+                failures: vec!["the thread running this guest panicked".to_owned()],
+                counts: Counts {
+                    failed: 1,
+                    ..Counts::default()
+                },
+                ..KernelRun::not_booted(&kernel.release)
+            }));
+        }
+    });
 
     let mut summary = Summary::default();
     let mut problems = Vec::new();
@@ -491,15 +527,7 @@ fn in_guest(
     logs: &Path,
 ) -> KernelRun {
     let started = Instant::now();
-    let mut run = KernelRun {
-        label: kernel.release.clone(),
-        counts: Counts::default(),
-        failures: Vec::new(),
-        grow_paths: Err("not run: the guest did not boot".to_owned()),
-        boot: None,
-        in_qemu: true,
-        took: Duration::ZERO,
-    };
+    let mut run = KernelRun::not_booted(&kernel.release);
     let config = GuestConfig::new(assets, kernel)
         .memory_mib(GUEST_MEMORY_MIB)
         .cpus(GUEST_CPUS)
