@@ -798,12 +798,9 @@ struct Timeline<'a> {
 impl Timeline<'_> {
     fn event(&mut self, who: &str, what: &str, result: &str) {
         self.step += 1;
-        let (step, l, held) = (
-            self.step,
-            self.manager.limits(),
-            held(&self.manager.holdings()),
-        );
+        let (l, held) = (self.manager.limits(), held(&self.manager.holdings()));
         let (heap, off, limit) = (kib(l.heap_in_use), kib(l.off_heap_used), l.off_heap_limit());
+        let step = self.step;
         self.lines
             .push(format!("{step:>2} {who:<5} {what:<22} {result}"));
         let ledger = format!("heap {heap} + off-heap {off} (limit {})", kib(limit));
@@ -863,8 +860,14 @@ fn header(c: &Config, budget: u64) -> Result<Vec<String>, String> {
     let (fraction, total, overhead) = (c.fraction, kib(c.total), kib(c.reserved_overhead));
     let (pct, granule, budget) = (c.growth_pct, kib(c.granule), kib(budget));
     Ok(vec![
-        format!("Gluten at full scale, 8 GiB heap: budget = (8192 MiB - 300 MiB) * {fraction} = {full:.1} MiB"),
-        format!("this demo, 1024 times smaller: budget = ({total} KiB - {overhead} KiB) * {fraction} = {budget} KiB"),
+        format!(
+            "Gluten at full scale, 8 GiB heap: \
+             budget = (8192 MiB - 300 MiB) * {fraction} = {full:.1} MiB"
+        ),
+        format!(
+            "this demo, 1024 times smaller: \
+             budget = ({total} KiB - {overhead} KiB) * {fraction} = {budget} KiB"
+        ),
         format!("reservations grow by {pct}% in {granule} KiB granules; all sizes below in KiB"),
     ])
 }
