@@ -14,12 +14,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, TryReserveError};
 use std::fmt;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-/// The largest growth percentage: a reservation at most 11 times its need.
+/// At most 11 times the need: a larger percentage is a typo, not a policy.
 const MAX_GROWTH_PCT: u64 = 1000;
 
 // ANCHOR: config
@@ -28,16 +27,14 @@ const MAX_GROWTH_PCT: u64 = 1000;
 /// and the percentage have no unit, so they keep their values).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
-    /// Bytes the heap and the off-heap pool share
-    /// (Gluten: `Runtime.getRuntime().maxMemory()`).
+    /// Bytes the heap and the off-heap pool share (`Runtime.maxMemory()`).
     pub total: u64,
     /// Bytes held back from both pools (Spark hard-codes 300 MiB).
     pub reserved_overhead: u64,
-    /// The share of the rest that both pools may use together
-    /// (`spark.gluten.memory.dynamic.offHeap.sizing.memory.fraction`).
+    /// `spark.gluten.memory.dynamic.offHeap.sizing.memory.fraction`
     pub fraction: f64,
-    /// How far a reservation grows past what it needs, in percent of its
-    /// current size (Gluten's `spillableReservationGrowthPct`).
+    /// How far a reservation grows past its need, in percent of its size
+    /// (Gluten's `spillableReservationGrowthPct`).
     pub growth_pct: u64,
     /// Reservations grow in whole multiples of this many bytes.
     pub granule: u64,
@@ -46,12 +43,14 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let (total, reserved_overhead, fraction) = (8 * MIB, 300 * KIB, 0.6);
+        let (growth_pct, granule) = (25, 64 * KIB);
         Config {
-            total: 8 * MIB,
-            reserved_overhead: 300 * KIB,
-            fraction: 0.6,
-            growth_pct: 25,
-            granule: 64 * KIB,
+            total,
+            reserved_overhead,
+            fraction,
+            growth_pct,
+            granule,
         }
     }
 }
@@ -59,8 +58,8 @@ impl Default for Config {
 impl Config {
     // ANCHOR: budget
     /// `(total - reserved_overhead) * fraction`, truncated as Gluten's
-    /// `(long)` cast truncates it. It is fixed for the manager's life: what
-    /// moves is the heap's share of it.
+    /// `(long)` cast truncates it. Fixed for the manager's life: what moves
+    /// is the heap's share of it.
     pub fn budget(&self) -> Result<u64, String> {
         // Written so that NaN fails too.
         let fraction_ok = self.fraction > 0.0 && self.fraction <= 1.0;
@@ -80,13 +79,9 @@ impl Config {
 /// Anything that holds memory through a [`Reservation`] and can give some of
 /// it back when the manager asks.
 pub trait MemoryConsumer: Send + Sync {
-    /// A name for timelines and errors.
-    fn name(&self) -> &str;
-
-    /// Frees about `bytes` (more or fewer is allowed), gives them back with
-    /// its own `Reservation::release`, and returns how many it freed. The
-    /// manager holds none of its locks during this call, so the consumer may
-    /// call back into it.
+    /// Frees about `bytes`, gives them back with its own
+    /// `Reservation::release`, and returns how many it freed. The manager
+    /// holds none of its locks meanwhile, so `spill` may call back into it.
     fn spill(&self, bytes: u64) -> u64;
 }
 
@@ -104,11 +99,9 @@ pub enum ReservationState {
 /// A successful acquire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    pub requested: u64,
     /// Bytes added to the reservation; 0 when it already covered the request.
     pub grown: u64,
-    pub used: u64,
-    pub reserved: u64,
+    pub held: Holding,
     /// Who was asked to spill to make room, in the order asked.
     pub spills: Vec<SpillReport>,
 }
@@ -120,18 +113,18 @@ pub struct SpillReport {
     pub asked: u64,
     /// What `spill` returned.
     pub reported: u64,
-    /// What the ledger saw the consumer release meanwhile. The manager
-    /// trusts this number, not `reported`.
+    /// What the ledger saw it release meanwhile: the number the manager trusts.
     pub released: u64,
 }
 // ANCHOR_END: grant
 
 // ANCHOR: limits
-/// What one consumer held at one moment.
+/// What one consumer holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holding {
     pub consumer: String,
     pub used: u64,
+    /// `used` plus the room set aside for it to grow.
     pub reserved: u64,
 }
 
@@ -153,32 +146,26 @@ impl Limits {
 // ANCHOR_END: limits
 
 // ANCHOR: memory_error
-/// Why an acquire or a release failed. The requester's account is unchanged
-/// in every case; consumers listed in `spills` did spill.
+/// A refused acquire or release, and the limits it met. The requester's
+/// account is unchanged; the consumers in `spills` did spill.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MemoryError {
+pub struct MemoryError {
+    pub consumer: String,
+    pub requested: u64,
+    pub kind: ErrorKind,
+    pub limits: Limits,
+    pub spills: Vec<SpillReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
     /// The request alone is larger than the off-heap limit. No spill could
     /// make room, so nobody was asked.
-    TooLarge {
-        consumer: String,
-        requested: u64,
-        limits: Limits,
-    },
-    /// Every consumer that could be asked was asked, and it still did not fit.
-    OverBudget {
-        consumer: String,
-        requested: u64,
-        short: u64,
-        limits: Limits,
-        holdings: Vec<Holding>,
-        spills: Vec<SpillReport>,
-    },
-    /// Asked to release more than it used. Nothing changed.
-    ReleaseTooLarge {
-        consumer: String,
-        requested: u64,
-        used: u64,
-    },
+    TooLarge,
+    /// Every consumer that could be asked was, and it is still `short`.
+    OverBudget { short: u64, holdings: Vec<Holding> },
+    /// Asked to release more than it `used`. Nothing changed.
+    ReleaseTooLarge { used: u64 },
 }
 // ANCHOR_END: memory_error
 
@@ -187,7 +174,7 @@ fn kib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / KIB as f64)
 }
 
-/// `name used/reserved` of each holding, in KiB.
+/// ` name used/reserved` of each holding, in KiB.
 fn held(holdings: &[Holding]) -> String {
     let one = |h: &Holding| format!(" {} {}/{}", h.consumer, kib(h.used), kib(h.reserved));
     holdings.iter().map(one).collect()
@@ -195,58 +182,37 @@ fn held(holdings: &[Holding]) -> String {
 
 impl fmt::Display for MemoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (consumer, asked, l) = match self {
-            MemoryError::TooLarge {
-                consumer,
-                requested,
-                limits,
-            } => (consumer, requested, limits),
-            MemoryError::OverBudget {
-                consumer,
-                requested,
-                limits,
-                ..
-            } => (consumer, requested, limits),
-            MemoryError::ReleaseTooLarge {
-                consumer,
-                requested,
-                used,
-            } => {
-                let (requested, used) = (kib(*requested), kib(*used));
-                return write!(
-                    f,
-                    "{consumer} released {requested} KiB but used only {used} KiB"
-                );
-            }
-        };
-        let (heap, budget) = (kib(l.heap_in_use), kib(l.budget));
-        write!(f, "{consumer} asked for {} KiB", kib(*asked))?;
-        let MemoryError::OverBudget {
-            short,
-            holdings,
-            spills,
-            ..
-        } = self
-        else {
-            let limit = kib(l.off_heap_limit());
-            return write!(
-                f,
-                ", more than the whole off-heap limit of {limit} KiB \
-                              (budget {budget} - heap {heap}); nobody was asked to spill"
-            );
-        };
-        let (short, off, held) = (kib(*short), kib(l.off_heap_used), held(holdings));
-        write!(
-            f,
-            " and is {short} KiB short: heap {heap} + off-heap {off} of budget {budget}; \
-                   held (used/reserved):{held}; spilled:"
-        )?;
-        if spills.is_empty() {
-            write!(f, " nobody")?;
-        }
-        spills
+        let (who, asked, l) = (&self.consumer, kib(self.requested), self.limits);
+        let (heap, budget, off) = (kib(l.heap_in_use), kib(l.budget), kib(l.off_heap_used));
+        let spilled = self
+            .spills
             .iter()
-            .try_for_each(|s| write!(f, " {} {}", s.consumer, kib(s.released)))
+            .map(|s| format!(" {} {}", s.consumer, kib(s.released)));
+        let spilled = Some(spilled.collect::<String>()).filter(|s| !s.is_empty());
+        let spilled = spilled.unwrap_or(" nobody".into());
+        match &self.kind {
+            ErrorKind::ReleaseTooLarge { used } => {
+                let used = kib(*used);
+                write!(f, "{who} released {asked} KiB but used only {used} KiB")
+            }
+            ErrorKind::TooLarge => {
+                let limit = kib(l.off_heap_limit());
+                write!(
+                    f,
+                    "{who} asked for {asked} KiB, more than the whole off-heap limit of \
+                     {limit} KiB (budget {budget} - heap {heap}); nobody was asked to spill"
+                )
+            }
+            ErrorKind::OverBudget { short, holdings } => {
+                let (short, held) = (kib(*short), held(holdings));
+                write!(
+                    f,
+                    "{who} asked for {asked} KiB and is {short} KiB short: heap {heap} + \
+                     off-heap {off} of budget {budget}; held (used/reserved):{held}; \
+                     spilled:{spilled}"
+                )
+            }
+        }
     }
 }
 
@@ -255,16 +221,12 @@ impl std::error::Error for MemoryError {}
 // ANCHOR: ledger
 /// One registered consumer's line in the ledger.
 struct Account {
-    name: String,
+    held: Holding,
     /// Weak, because the consumer owns its `Reservation`, which owns an
     /// `Arc` of the manager: a strong reference back would be a cycle.
     consumer: Weak<dyn MemoryConsumer>,
-    /// Bytes the consumer says it uses.
-    used: u64,
-    /// Bytes of the budget set aside for it: `used` plus room to grow.
-    reserved: u64,
-    /// Every byte of `used` it ever released. A spill's real effect is the
-    /// change in this, whatever `spill` returns.
+    /// Every byte it ever released. A spill's real effect is the change in
+    /// this, whatever `spill` returns.
     released_total: u64,
     spilling: bool,
 }
@@ -308,30 +270,32 @@ impl Ledger {
     /// by `growth_pct` where there is room. Changes nothing when it says no.
     fn try_reserve(&mut self, id: u64, bytes: u64) -> Result<Grant, Refusal> {
         let (l, growth_pct, granule) = (self.limits, self.config.growth_pct, self.config.granule);
-        let account = self.account(id);
-        let need = account.used.saturating_add(bytes);
-        if need <= account.reserved {
-            // Inside the reservation: no budget check at all.
-            account.used = need;
-            return Ok(grant(account, bytes, 0));
-        }
-        let size = need - account.reserved;
-        // Gluten's check: a request fails when size + off-heap used + heap
-        // in use is more than the budget.
+        let held = &mut self.account(id).held;
+        let need = held.used.saturating_add(bytes);
+        let size = need.saturating_sub(held.reserved);
+        // Gluten's check, made only when the reservation must grow: a
+        // request fails when size + off-heap used + heap in use is more
+        // than the budget.
         let total = size + l.off_heap_used + l.heap_in_use;
-        if total > l.budget {
+        if size > 0 && total > l.budget {
             return Err((bytes <= l.off_heap_limit()).then_some(total - l.budget));
         }
         // Only `size` is required: the extra comes from free room, so it
         // never makes anyone spill.
-        let room = l.budget - l.heap_in_use - l.off_heap_used;
-        let wished = wish(account.reserved, need, growth_pct, granule);
-        let grown = wished.saturating_sub(account.reserved).min(room).max(size);
-        account.reserved += grown;
-        account.used = need;
-        let granted = grant(account, bytes, grown);
+        let room = l.budget.saturating_sub(l.heap_in_use + l.off_heap_used);
+        let wished = wish(held.reserved, need, growth_pct, granule);
+        let grown = match size {
+            0 => 0,
+            _ => wished.saturating_sub(held.reserved).min(room).max(size),
+        };
+        (held.reserved, held.used) = (held.reserved + grown, need);
+        let held = held.clone();
         self.limits.off_heap_used += grown;
-        Ok(granted)
+        Ok(Grant {
+            grown,
+            held,
+            spills: Vec::new(),
+        })
     }
     // ANCHOR_END: try_reserve
 
@@ -339,23 +303,19 @@ impl Ledger {
     /// Lowers `id`'s use by `bytes` and gives back the part of its
     /// reservation past `used`, rounded up to a granule. Returns the bytes
     /// that went back to the pool.
-    fn release(&mut self, id: u64, bytes: u64) -> Result<u64, MemoryError> {
+    fn release(&mut self, id: u64, bytes: u64) -> Result<u64, ErrorKind> {
         let granule = self.config.granule;
         let account = self.account(id);
-        if bytes > account.used {
-            let (consumer, used) = (account.name.clone(), account.used);
-            let requested = bytes;
-            return Err(MemoryError::ReleaseTooLarge {
-                consumer,
-                requested,
-                used,
-            });
+        let used = account.held.used;
+        if bytes > used {
+            return Err(ErrorKind::ReleaseTooLarge { used });
         }
-        account.used -= bytes;
         account.released_total = account.released_total.wrapping_add(bytes);
-        let keep = round_up(account.used, granule).min(account.reserved);
-        let returned = account.reserved - keep;
-        account.reserved = keep;
+        let held = &mut account.held;
+        held.used -= bytes;
+        let keep = round_up(held.used, granule).min(held.reserved);
+        let returned = held.reserved - keep;
+        held.reserved = keep;
         self.limits.off_heap_used -= returned;
         Ok(returned)
     }
@@ -369,10 +329,10 @@ impl Ledger {
         let mut candidates: Vec<(&u64, &Account)> = self
             .accounts
             .iter()
-            .filter(|(id, a)| !asked.contains(id) && !a.spilling && a.reserved > 0)
+            .filter(|(id, a)| !asked.contains(id) && !a.spilling && a.held.reserved > 0)
             .collect();
         // `false` sorts first: the others, then the requester.
-        candidates.sort_by_key(|(id, a)| (**id == requester, Reverse(a.reserved)));
+        candidates.sort_by_key(|(id, a)| (**id == requester, Reverse(a.held.reserved)));
         // A consumer being dropped cannot be upgraded: skip it.
         let upgrade = |(id, a): (&u64, &Account)| Some((*id, a.consumer.upgrade()?));
         candidates.into_iter().find_map(upgrade)
@@ -394,60 +354,33 @@ impl Ledger {
     }
     // ANCHOR_END: victims
 
-    /// The account of a live `Reservation`: it stays open until the
-    /// `Reservation` is dropped, so every id the manager is handed is open.
+    /// A live `Reservation`'s account stays open until it is dropped, so
+    /// every id the manager is handed is open.
     fn account(&mut self, id: u64) -> &mut Account {
         let open = self.accounts.get_mut(&id);
         open.expect("a live Reservation's account is open")
     }
 
     fn holdings(&self) -> Vec<Holding> {
-        let holding = |a: &Account| (a.name.clone(), a.used, a.reserved);
-        let holdings = self.accounts.values().map(holding);
-        let holding = |(consumer, used, reserved)| Holding {
-            consumer,
-            used,
-            reserved,
-        };
-        holdings.map(holding).collect()
+        self.accounts.values().map(|a| a.held.clone()).collect()
     }
 
-    /// The refusal as the caller sees it: too large if it was never short,
-    /// else who held what and who spilled.
+    /// The error the caller sees: the request, the limits it met, the spills.
     fn refused(
         &mut self,
         id: u64,
-        bytes: u64,
-        short: Refusal,
+        requested: u64,
+        kind: ErrorKind,
         spills: Vec<SpillReport>,
     ) -> MemoryError {
-        let (consumer, requested, limits) = (self.account(id).name.clone(), bytes, self.limits);
-        let Some(short) = short else {
-            return MemoryError::TooLarge {
-                consumer,
-                requested,
-                limits,
-            };
-        };
-        let holdings = self.holdings();
-        MemoryError::OverBudget {
+        let (consumer, limits) = (self.account(id).held.consumer.clone(), self.limits);
+        MemoryError {
             consumer,
             requested,
-            short,
+            kind,
             limits,
-            holdings,
             spills,
         }
-    }
-}
-
-fn grant(account: &Account, requested: u64, grown: u64) -> Grant {
-    Grant {
-        requested,
-        grown,
-        used: account.used,
-        reserved: account.reserved,
-        spills: Vec::new(),
     }
 }
 
@@ -459,11 +392,12 @@ impl MemoryManager {
             heap_in_use: 0,
             off_heap_used: 0,
         };
+        let (accounts, next_id) = (BTreeMap::new(), 0);
         let ledger = Mutex::new(Ledger {
             limits,
             config,
-            accounts: BTreeMap::new(),
-            next_id: 0,
+            accounts,
+            next_id,
         });
         Ok(Arc::new(MemoryManager { ledger }))
     }
@@ -475,38 +409,35 @@ impl MemoryManager {
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens an account for `consumer` and returns the handle it uses.
-    pub fn register(
+    /// Opens an account for `build`'s consumer, which owns the handle; the
+    /// account refers back to the consumer weakly.
+    pub fn register<T: MemoryConsumer + 'static>(
         self: &Arc<Self>,
         name: &str,
-        consumer: Weak<dyn MemoryConsumer>,
-    ) -> Reservation {
-        let mut ledger = self.ledger();
-        let id = ledger.next_id;
-        ledger.next_id += 1;
-        let account = Account {
-            name: name.to_owned(),
-            consumer,
-            used: 0,
-            reserved: 0,
-            released_total: 0,
-            spilling: false,
-        };
-        ledger.accounts.insert(id, account);
-        Reservation {
-            manager: Arc::clone(self),
-            id,
-        }
-    }
-
-    /// Builds a consumer that holds its own `Reservation`: `build` gets the
-    /// handle, and the account refers back to the consumer weakly.
-    pub fn register_with<T, F>(self: &Arc<Self>, name: &str, build: F) -> Arc<T>
-    where
-        T: MemoryConsumer + 'static,
-        F: FnOnce(Reservation) -> T,
-    {
-        Arc::new_cyclic(|me: &Weak<T>| build(self.register(name, me.clone())))
+        build: impl FnOnce(Reservation) -> T,
+    ) -> Arc<T> {
+        Arc::new_cyclic(|me: &Weak<T>| {
+            let mut ledger = self.ledger();
+            let (id, consumer) = (ledger.next_id, me.clone());
+            let held = Holding {
+                consumer: name.into(),
+                used: 0,
+                reserved: 0,
+            };
+            let account = Account {
+                held,
+                consumer,
+                released_total: 0,
+                spilling: false,
+            };
+            ledger.accounts.insert(id, account);
+            ledger.next_id += 1;
+            drop(ledger);
+            build(Reservation {
+                manager: Arc::clone(self),
+                id,
+            })
+        })
     }
 
     /// The heap is the other pool. Its owner (in Gluten, the JVM) reports
@@ -525,24 +456,17 @@ impl MemoryManager {
         self.ledger().holdings()
     }
 
-    /// Under the lock: the pool's total is the sum of the reservations, no
-    /// reservation is smaller than its use, and the pool is within budget.
+    /// Under the lock: the reservations sum to the pool's total, none is
+    /// smaller than its use, and the pool is within the budget.
     pub fn check_invariants(&self) -> Result<(), String> {
         let ledger = self.ledger();
-        let (pool, budget) = (ledger.limits.off_heap_used, ledger.limits.budget);
-        let sum: u64 = ledger.accounts.values().map(|a| a.reserved).sum();
-        let over = ledger.accounts.values().find(|a| a.used > a.reserved);
-        match (sum == pool, over, pool <= budget) {
-            (false, ..) => Err(format!(
-                "reservations sum to {sum} bytes, the pool says {pool}"
-            )),
-            (_, Some(a), _) => Err(format!(
-                "{} uses more than its {} reserved",
-                a.name, a.reserved
-            )),
-            (_, _, false) => Err(format!("off-heap {pool} is over the budget {budget}")),
-            _ => Ok(()),
+        let (l, holdings) = (ledger.limits, ledger.holdings());
+        let sum: u64 = holdings.iter().map(|h| h.reserved).sum();
+        let under = holdings.iter().any(|h| h.used > h.reserved);
+        if sum != l.off_heap_used || under || l.off_heap_used > l.budget {
+            return Err(format!("reservations sum to {sum} in {l:?}: {holdings:?}"));
         }
+        Ok(())
     }
 
     // ANCHOR: acquire
@@ -558,12 +482,16 @@ impl MemoryManager {
             trace("MemoryManager", "Ledger", "try_reserve");
             let short = match ledger.try_reserve(id, bytes) {
                 Ok(grant) => return Ok(Grant { spills, ..grant }),
-                Err(None) => return Err(ledger.refused(id, bytes, None, spills)),
+                Err(None) => return Err(ledger.refused(id, bytes, ErrorKind::TooLarge, spills)),
                 Err(Some(short)) => short,
             };
             trace("MemoryManager", "Ledger", "next_victim");
             let Some((victim, consumer)) = ledger.next_victim(id, &asked) else {
-                return Err(ledger.refused(id, bytes, Some(short), spills));
+                let kind = ErrorKind::OverBudget {
+                    short,
+                    holdings: ledger.holdings(),
+                };
+                return Err(ledger.refused(id, bytes, kind, spills));
             };
             asked.push(victim);
             trace("MemoryManager", "Ledger", "begin_spill");
@@ -592,8 +520,10 @@ impl MemoryManager {
         // Traced by the consumer: its type is behind `dyn`.
         let reported = consumer.spill(asked);
         trace("MemoryManager", "Ledger", "end_spill");
-        let released = self.ledger().end_spill(victim, before);
-        let name = consumer.name().to_owned();
+        let mut ledger = self.ledger();
+        let released = ledger.end_spill(victim, before);
+        let name = ledger.account(victim).held.consumer.clone();
+        drop(ledger);
         // Dropped after the lock is released: if this is the last `Arc`, the
         // consumer's drop unregisters it, which takes the lock.
         drop(consumer);
@@ -610,7 +540,9 @@ impl MemoryManager {
     /// wake: a consumer that was refused finds the room when it asks again.
     fn release(&self, id: u64, bytes: u64) -> Result<u64, MemoryError> {
         trace("MemoryManager", "Ledger", "release");
-        self.ledger().release(id, bytes)
+        let mut ledger = self.ledger();
+        let released = ledger.release(id, bytes);
+        released.map_err(|kind| ledger.refused(id, bytes, kind, Vec::new()))
     }
 }
 
@@ -641,56 +573,43 @@ impl Drop for Reservation {
         let mut ledger = self.manager.ledger();
         // The account holds only a `Weak`: dropping it runs no consumer code.
         if let Some(account) = ledger.accounts.remove(&self.id) {
-            ledger.limits.off_heap_used -= account.reserved;
+            ledger.limits.off_heap_used -= account.held.reserved;
         }
     }
 }
 // ANCHOR_END: reservation
 
 impl Reservation {
-    fn read<T>(&self, f: impl FnOnce(&Account) -> T) -> T {
-        f(self.manager.ledger().account(self.id))
-    }
-
-    pub fn used(&self) -> u64 {
-        self.read(|a| a.used)
-    }
-
-    pub fn reserved(&self) -> u64 {
-        self.read(|a| a.reserved)
+    /// Its account's use and reservation now.
+    pub fn holding(&self) -> Holding {
+        self.manager.ledger().account(self.id).held.clone()
     }
 
     pub fn state(&self) -> ReservationState {
-        self.read(|a| match (a.spilling, a.reserved) {
+        let mut ledger = self.manager.ledger();
+        let account = ledger.account(self.id);
+        match (account.spilling, account.held.reserved) {
             (true, _) => ReservationState::Spilling,
             (false, 0) => ReservationState::Empty,
             _ => ReservationState::Reserved,
-        })
+        }
     }
 }
-
 // ANCHOR: spillable_buffer
 /// A consumer that holds batches of bytes and can drop them when asked, as
 /// a sort or an aggregation spills its rows to disk.
 pub struct SpillableBuffer {
-    name: String,
-    reservation: Reservation,
+    pub reservation: Reservation,
     batches: Mutex<Vec<Vec<u8>>>,
-    spilled: AtomicU64,
 }
 
 impl SpillableBuffer {
     /// A buffer with an account of its own in `manager`.
     pub fn new(manager: &Arc<MemoryManager>, name: &str) -> Arc<SpillableBuffer> {
-        let (batches, spilled) = (Mutex::default(), AtomicU64::new(0));
-        manager.register_with(name, |reservation| {
-            let name = name.to_owned();
-            SpillableBuffer {
-                name,
-                reservation,
-                batches,
-                spilled,
-            }
+        let batches = Mutex::default();
+        manager.register(name, |reservation| SpillableBuffer {
+            reservation,
+            batches,
         })
     }
 
@@ -707,11 +626,6 @@ impl SpillableBuffer {
 // ANCHOR_END: spillable_buffer
 
 impl SpillableBuffer {
-    /// Bytes spilled so far.
-    pub fn spilled(&self) -> u64 {
-        self.spilled.load(Relaxed)
-    }
-
     fn lock_batches(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
         self.batches.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -719,10 +633,6 @@ impl SpillableBuffer {
 
 // ANCHOR: spillable_spill
 impl MemoryConsumer for SpillableBuffer {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn spill(&self, bytes: u64) -> u64 {
         trace("MemoryManager", "SpillableBuffer", "spill");
         let mut freed = 0;
@@ -730,12 +640,11 @@ impl MemoryConsumer for SpillableBuffer {
             let mut batches = self.lock_batches();
             while freed < bytes {
                 // A real engine writes the batch to disk first; this one
-                // only counts it.
+                // only drops it.
                 let Some(batch) = batches.pop() else { break };
                 freed += batch.len() as u64;
             }
         }
-        self.spilled.fetch_add(freed, Relaxed);
         // Every batch was reserved before it was pushed, so this release
         // cannot exceed the use. Report only what the manager took back.
         trace("SpillableBuffer", "Reservation", "release");
@@ -746,15 +655,13 @@ impl MemoryConsumer for SpillableBuffer {
 
 /// The WebAssembly page: 64 KiB.
 pub const WASM_PAGE: usize = 64 * 1024;
-/// The most pages a 32-bit memory can have: 4 GiB.
-pub const MAX_PAGES: u32 = 65536;
 
 // ANCHOR: budgeted_memory
 /// Why a grow returned -1. The memory and the budget are unchanged.
 #[derive(Debug)]
 pub enum MemoryGrowError {
-    /// The new size would pass the declared maximum, 65536 pages, or what
-    /// this platform can address.
+    /// The new size would pass the declared maximum, at most 65536 pages
+    /// and no more than this platform can address.
     OverMaximum { requested: u64, maximum: u32 },
     /// The manager said no.
     Refused(MemoryError),
@@ -762,40 +669,53 @@ pub enum MemoryGrowError {
     OutOfMemory(TryReserveError),
 }
 
-/// A WebAssembly memory that grows only through a `Reservation`. It grows
-/// by copying (allocate the new size, copy, free the old block) on std's
-/// allocator, the simplest of Part I's strategies.
+/// A WebAssembly memory that is its own consumer: it grows only through its
+/// `Reservation`, by copying (allocate the new size, copy, free the old
+/// block) on std's allocator, the simplest of Part I's strategies.
 pub struct BudgetedMemory {
-    bytes: Vec<u8>,
+    pub reservation: Reservation,
+    bytes: Mutex<Vec<u8>>,
     maximum: u32,
 }
 // ANCHOR_END: budgeted_memory
 
 impl BudgetedMemory {
-    /// The size in pages (`memory.size`).
+    /// A memory of 0 pages that may grow to `maximum` pages.
+    pub fn new(manager: &Arc<MemoryManager>, name: &str, maximum: u32) -> Arc<BudgetedMemory> {
+        // Fewer on a 32-bit host: no more than its address space holds.
+        let addressable = u32::try_from(isize::MAX as usize / WASM_PAGE).unwrap_or(65536);
+        let (bytes, maximum) = (Mutex::default(), maximum.min(65536).min(addressable));
+        manager.register(name, |reservation| BudgetedMemory {
+            reservation,
+            bytes,
+            maximum,
+        })
+    }
+
+    /// `memory.size`, in pages.
     pub fn size(&self) -> u32 {
-        (self.bytes.len() / WASM_PAGE) as u32
+        (self.bytes().len() / WASM_PAGE) as u32
     }
 
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.bytes
+    pub fn bytes(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.bytes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `memory.grow`: the old size in pages (at most 65536, so it fits an
-    /// `i32`), or -1 with nothing changed.
-    pub fn grow(&mut self, delta: u32, reservation: &Reservation) -> i32 {
-        let grown = self.grow_traced(delta, reservation);
-        grown.map_or(-1, |(old_pages, _)| old_pages as i32)
+    /// The guest's `memory.grow`: the old size in pages (at most 65536, so
+    /// it fits an `i32`), or -1 with nothing changed.
+    pub fn grow(&self, delta: u32) -> i32 {
+        self.grow_traced(delta)
+            .map_or(-1, |(old_pages, _)| old_pages as i32)
     }
 
     // ANCHOR: grow_traced
     /// `grow`, also saying what the manager granted, or why it failed.
-    pub fn grow_traced(
-        &mut self,
-        delta: u32,
-        reservation: &Reservation,
-    ) -> Result<(u32, Option<Grant>), MemoryGrowError> {
-        let (old_pages, maximum) = (self.size(), self.maximum);
+    pub fn grow_traced(&self, delta: u32) -> Result<(u32, Option<Grant>), MemoryGrowError> {
+        // Held across the manager's call, which is safe only because `spill`
+        // below never takes it. A consumer may hold a lock across `acquire`
+        // only if its own `spill` never takes that lock.
+        let mut bytes = self.bytes();
+        let (old_pages, maximum) = ((bytes.len() / WASM_PAGE) as u32, self.maximum);
         let requested = u64::from(old_pages) + u64::from(delta);
         if requested > u64::from(maximum) {
             return Err(MemoryGrowError::OverMaximum { requested, maximum });
@@ -805,18 +725,18 @@ impl BudgetedMemory {
         let delta_bytes = u64::from(delta) * WASM_PAGE as u64;
         // Ask the manager before touching memory: its no is the guest's -1.
         trace("BudgetedMemory", "Reservation", "acquire");
-        let grant = reservation.acquire(delta_bytes);
+        let grant = self.reservation.acquire(delta_bytes);
         let grant = grant.map_err(MemoryGrowError::Refused)?;
         let (mut bigger, new_len) = (Vec::new(), requested as usize * WASM_PAGE);
         if let Err(e) = bigger.try_reserve_exact(new_len) {
             // Undo the grant, so that -1 leaves the budget as it was. It
-            // cannot fail: `WasmInstance::spill` never releases any.
-            let _ = reservation.release(delta_bytes);
+            // cannot fail: `spill` below never releases any.
+            let _ = self.reservation.release(delta_bytes);
             return Err(MemoryGrowError::OutOfMemory(e));
         }
-        bigger.extend_from_slice(&self.bytes);
+        bigger.extend_from_slice(&bytes);
         bigger.resize(new_len, 0);
-        self.bytes = bigger; // and the old block is freed
+        *bytes = bigger; // and the old block is freed
         Ok((old_pages, Some(grant)))
     }
     // ANCHOR_END: grow_traced
@@ -825,11 +745,8 @@ impl BudgetedMemory {
 impl fmt::Display for MemoryGrowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MemoryGrowError::OverMaximum {
-                requested: r,
-                maximum: m,
-            } => {
-                write!(f, "{r} pages requested, maximum is {m}")
+            MemoryGrowError::OverMaximum { requested, maximum } => {
+                write!(f, "{requested} pages requested, maximum is {maximum}")
             }
             MemoryGrowError::Refused(e) => write!(f, "{e}"),
             MemoryGrowError::OutOfMemory(e) => write!(f, "allocation failed: {e}"),
@@ -839,72 +756,13 @@ impl fmt::Display for MemoryGrowError {
 
 impl std::error::Error for MemoryGrowError {}
 
-// ANCHOR: wasm_instance
-/// A WebAssembly instance whose memory grows through the manager.
-pub struct WasmInstance {
-    name: String,
-    reservation: Reservation,
-    memory: Mutex<BudgetedMemory>,
-}
-
-impl WasmInstance {
-    /// The guest's `memory.grow`: the old size in pages, or -1.
-    pub fn memory_grow(&self, delta: u32) -> i32 {
-        self.lock_memory().grow(delta, &self.reservation)
-    }
-
-    /// `memory_grow`, with what happened.
-    pub fn memory_grow_traced(&self, delta: u32) -> Result<(u32, Option<Grant>), MemoryGrowError> {
-        // Holding `memory` across the manager's call is safe only because
-        // `spill` below never takes it. A consumer may hold a lock across
-        // `acquire` only if its own `spill` never takes that lock.
-        trace("WasmInstance", "BudgetedMemory", "grow_traced");
-        self.lock_memory().grow_traced(delta, &self.reservation)
-    }
-}
-// ANCHOR_END: wasm_instance
-
-impl WasmInstance {
-    /// An instance whose memory may grow to `maximum_pages` (at most 65536).
-    pub fn new(manager: &Arc<MemoryManager>, name: &str, maximum_pages: u32) -> Arc<WasmInstance> {
-        // Fewer on a 32-bit host: no more than its address space holds.
-        let addressable = u32::try_from(isize::MAX as usize / WASM_PAGE).unwrap_or(MAX_PAGES);
-        let (bytes, maximum) = (Vec::new(), maximum_pages.min(MAX_PAGES).min(addressable));
-        let memory = Mutex::new(BudgetedMemory { bytes, maximum });
-        manager.register_with(name, |reservation| {
-            let name = name.to_owned();
-            WasmInstance {
-                name,
-                reservation,
-                memory,
-            }
-        })
-    }
-
-    pub fn pages(&self) -> u32 {
-        self.lock_memory().size()
-    }
-
-    pub fn reservation(&self) -> &Reservation {
-        &self.reservation
-    }
-
-    pub fn lock_memory(&self) -> MutexGuard<'_, BudgetedMemory> {
-        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 // ANCHOR: wasm_spill
-impl MemoryConsumer for WasmInstance {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
+impl MemoryConsumer for BudgetedMemory {
     /// WebAssembly has no `memory.shrink`: once grown, a memory keeps its
-    /// pages until the instance is dropped. So it has nothing to give back,
+    /// pages until it is dropped. So it has nothing to give back,
     /// and the manager must find the bytes elsewhere.
     fn spill(&self, _bytes: u64) -> u64 {
-        trace("MemoryManager", "WasmInstance", "spill");
+        trace("MemoryManager", "BudgetedMemory", "spill");
         0
     }
 }
@@ -940,15 +798,13 @@ struct Timeline<'a> {
 impl Timeline<'_> {
     fn event(&mut self, who: &str, what: &str, result: &str) {
         self.step += 1;
-        let (step, manager) = (self.step, self.manager);
+        let (l, held) = (self.manager.limits(), held(&self.manager.holdings()));
+        let (heap, off, limit) = (kib(l.heap_in_use), kib(l.off_heap_used), l.off_heap_limit());
+        let step = self.step;
         self.lines
             .push(format!("{step:>2} {who:<5} {what:<22} {result}"));
-        let (l, held) = (manager.limits(), held(&manager.holdings()));
-        let (heap, off, limit) = (kib(l.heap_in_use), kib(l.off_heap_used), l.off_heap_limit());
-        let limit = kib(limit);
-        self.lines.push(format!(
-            "   heap {heap} + off-heap {off} (limit {limit}) |{held}"
-        ));
+        let ledger = format!("heap {heap} + off-heap {off} (limit {})", kib(limit));
+        self.lines.push(format!("   {ledger} |{held}"));
     }
 
     /// The heap's owner reports `bytes` in use.
@@ -963,27 +819,24 @@ impl Timeline<'_> {
         self.event("heap", &format!("in use: {heap}"), &result);
     }
 
-    fn push(&mut self, buffer: &SpillableBuffer, bytes: u64) {
+    fn push(&mut self, who: &str, buffer: &SpillableBuffer, bytes: u64) {
         let pushed = buffer.push(bytes as usize);
         let result = pushed.map_or_else(|e| format!("refused: {e}"), |g| describe(&g));
-        self.event(buffer.name(), &format!("push {}", kib(bytes)), &result);
+        self.event(who, &format!("push {}", kib(bytes)), &result);
     }
 
-    fn grow(&mut self, wasm: &WasmInstance, delta: u32) {
-        let (old, result) = match wasm.memory_grow_traced(delta) {
+    /// The guest's `memory.grow`, played by the timeline.
+    fn grow(&mut self, wasm: &BudgetedMemory, delta: u32) {
+        let (old, result) = match wasm.grow_traced(delta) {
             Ok((old, grant)) => (old as i32, grant.map_or("ok".into(), |g| describe(&g))),
             Err(e) => (-1, e.to_string()),
         };
-        self.event(
-            wasm.name(),
-            &format!("memory.grow({delta}) = {old}"),
-            &result,
-        );
+        self.event("wasm", &format!("memory.grow({delta}) = {old}"), &result);
     }
 }
 
 fn describe(g: &Grant) -> String {
-    let (grown, reserved, used) = (kib(g.grown), kib(g.reserved), kib(g.used));
+    let (grown, reserved, used) = (kib(g.grown), kib(g.held.reserved), kib(g.held.used));
     let mut s = match g.grown {
         0 => format!("ok, inside the reservation (used {used})"),
         _ => format!("ok, reservation +{grown} to {reserved} (used {used})"),
@@ -997,9 +850,10 @@ fn describe(g: &Grant) -> String {
 
 /// The budget at Gluten's scale and at this demo's, before the events.
 fn header(c: &Config, budget: u64) -> Result<Vec<String>, String> {
+    let (total, reserved_overhead) = (8 * 1024 * MIB, 300 * MIB);
     let gluten = Config {
-        total: 8 * 1024 * MIB,
-        reserved_overhead: 300 * MIB,
+        total,
+        reserved_overhead,
         ..*c
     };
     let full = gluten.budget()? as f64 / MIB as f64;
@@ -1008,36 +862,36 @@ fn header(c: &Config, budget: u64) -> Result<Vec<String>, String> {
     Ok(vec![
         format!(
             "Gluten at full scale, 8 GiB heap: \
-                 budget = (8192 MiB - 300 MiB) * {fraction} = {full:.1} MiB"
+             budget = (8192 MiB - 300 MiB) * {fraction} = {full:.1} MiB"
         ),
         format!(
             "this demo, 1024 times smaller: \
-                 budget = ({total} KiB - {overhead} KiB) * {fraction} = {budget} KiB"
+             budget = ({total} KiB - {overhead} KiB) * {fraction} = {budget} KiB"
         ),
         format!("reservations grow by {pct}% in {granule} KiB granules; all sizes below in KiB"),
     ])
 }
 
 // ANCHOR: scenario
-/// The demo: two spilling operators and a WebAssembly instance share the
+/// The demo: two spilling operators and a WebAssembly memory share the
 /// budget while the heap grows under them.
 pub fn run_scenario(config: Config) -> Result<Vec<String>, String> {
     let manager = MemoryManager::new(config)?;
-    let lines = header(&config, manager.limits().budget)?;
+    let (lines, step) = (header(&config, manager.limits().budget)?, 0);
     let mut t = Timeline {
         manager: &manager,
         lines,
-        step: 0,
+        step,
     };
     let sort = SpillableBuffer::new(&manager, "sort");
     let agg = SpillableBuffer::new(&manager, "agg");
-    let wasm = WasmInstance::new(&manager, "wasm", 1024);
+    let wasm = BudgetedMemory::new(&manager, "wasm", 1024);
     t.heap(1024 * KIB);
     for _ in 0..8 {
-        t.push(&sort, 128 * KIB);
+        t.push("sort", &sort, 128 * KIB);
     }
     for _ in 0..4 {
-        t.push(&agg, 384 * KIB);
+        t.push("agg", &agg, 384 * KIB);
     }
     for delta in [8, 4] {
         t.grow(&wasm, delta);
@@ -1049,14 +903,13 @@ pub fn run_scenario(config: Config) -> Result<Vec<String>, String> {
     for delta in [4, 64, 32, 16] {
         t.grow(&wasm, delta);
     }
-    let (sorted, aggregated, pages) = (kib(sort.spilled()), kib(agg.spilled()), wasm.pages());
-    let spilled = format!("spilled in total: sort {sorted} KiB, agg {aggregated} KiB");
-    t.lines.push(format!("{spilled}; wasm has {pages} pages"));
     drop((sort, agg));
     t.event("all", "sort and agg dropped", "their reservations return");
     manager.check_invariants()?;
+    let pages = wasm.size();
+    let invariants = "invariants hold: the reservations sum to the off-heap total";
     t.lines
-        .push("invariants hold: the reservations sum to the off-heap total".into());
+        .push(format!("wasm has {pages} pages; {invariants}"));
     Ok(t.lines)
 }
 // ANCHOR_END: scenario_pressure

@@ -961,7 +961,7 @@ fn the_example_s_names_are_found() {
         "Ledger",
         "MemoryConsumer",
         "BudgetedMemory",
-        "WasmInstance",
+        "ErrorKind",
     ] {
         assert!(s.types.contains(ty), "{ty} missing from {:?}", s.types);
     }

@@ -3,8 +3,8 @@
 //! four threads against one manager.
 
 use crate::memory_manager::{
-    Config, Grant, Holding, Limits, MemoryConsumer, MemoryError, MemoryManager, Reservation,
-    WasmInstance, WASM_PAGE,
+    BudgetedMemory, Config, ErrorKind, Grant, Holding, Limits, MemoryConsumer, MemoryError,
+    MemoryManager, Reservation, WASM_PAGE,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -24,7 +24,7 @@ struct Held {
 
 impl Held {
     fn new(manager: &Arc<MemoryManager>, name: &str, spillable: bool) -> Arc<Held> {
-        manager.register_with(name, |reservation| Held {
+        manager.register(name, |reservation| Held {
             name: name.to_owned(),
             reservation,
             held: Mutex::new(0),
@@ -52,10 +52,6 @@ impl Held {
 }
 
 impl MemoryConsumer for Held {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn spill(&self, bytes: u64) -> u64 {
         if !self.spillable {
             return 0;
@@ -156,10 +152,10 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
         Held::new(&manager, "b", true),
         Held::new(&manager, "pinned", false),
     ];
-    let wasm = WasmInstance::new(&manager, "wasm", 32);
+    let wasm = BudgetedMemory::new(&manager, "wasm", 32);
     for op in ops {
         let (before, limits_before) = (manager.holdings(), manager.limits());
-        let pages_before = wasm.pages();
+        let pages_before = wasm.size();
         match *op {
             Op::Take(c, bytes) => {
                 let who = &consumers[c];
@@ -172,7 +168,7 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
                         if g.grown > 0 {
                             prop_assert!(l.off_heap_used + l.heap_in_use <= l.budget);
                         }
-                        prop_assert!(g.used <= g.reserved);
+                        prop_assert!(g.held.used <= g.held.reserved);
                         check_spill_accounting(
                             &before,
                             &manager.holdings(),
@@ -181,12 +177,19 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
                             bytes,
                         )?;
                     }
-                    Err(MemoryError::TooLarge { .. }) => {
+                    Err(MemoryError {
+                        kind: ErrorKind::TooLarge,
+                        ..
+                    }) => {
                         prop_assert!(bytes > limits_before.off_heap_limit());
                         prop_assert_eq!(manager.holdings(), before, "nobody spilled");
                         prop_assert_eq!(manager.limits(), limits_before);
                     }
-                    Err(MemoryError::OverBudget { spills, .. }) => {
+                    Err(MemoryError {
+                        kind: ErrorKind::OverBudget { .. },
+                        spills,
+                        ..
+                    }) => {
                         check_spill_accounting(
                             &before,
                             &manager.holdings(),
@@ -211,7 +214,10 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
                     *want.entry(consumers[c].name.clone()).or_default() -= bytes;
                     prop_assert_eq!(used(&manager.holdings()), want);
                 }
-                Err(MemoryError::ReleaseTooLarge { used, .. }) => {
+                Err(MemoryError {
+                    kind: ErrorKind::ReleaseTooLarge { used },
+                    ..
+                }) => {
                     prop_assert!(bytes > used);
                     prop_assert_eq!(
                         manager.holdings(),
@@ -224,10 +230,10 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
             },
             Op::Spill(c, bytes) => {
                 let who = &consumers[c];
-                let was = who.reservation.used();
+                let was = who.reservation.holding().used;
                 let freed = who.spill(bytes);
                 prop_assert_eq!(
-                    who.reservation.used(),
+                    who.reservation.holding().used,
                     was - freed,
                     "spill frees what it reports"
                 );
@@ -237,17 +243,17 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(manager.holdings(), before);
             }
             Op::Grow(delta) => {
-                let wasm_used = wasm.reservation().used();
-                match wasm.memory_grow(delta) {
+                let wasm_used = wasm.reservation.holding().used;
+                match wasm.grow(delta) {
                     -1 => {
-                        prop_assert_eq!(wasm.pages(), pages_before);
-                        prop_assert_eq!(wasm.reservation().used(), wasm_used);
+                        prop_assert_eq!(wasm.size(), pages_before);
+                        prop_assert_eq!(wasm.reservation.holding().used, wasm_used);
                     }
                     old => {
                         prop_assert_eq!(old, pages_before as i32);
-                        prop_assert_eq!(wasm.pages(), pages_before + delta);
+                        prop_assert_eq!(wasm.size(), pages_before + delta);
                         prop_assert_eq!(
-                            wasm.reservation().used(),
+                            wasm.reservation.holding().used,
                             wasm_used + u64::from(delta) * WASM_PAGE as u64
                         );
                     }
@@ -258,7 +264,7 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
         let l: Limits = manager.limits();
         prop_assert!(l.off_heap_used <= l.budget, "usage never passes the budget");
         for c in &consumers {
-            prop_assert_eq!(c.held(), c.reservation.used(), "{}", c.name);
+            prop_assert_eq!(c.held(), c.reservation.holding().used, "{}", c.name);
         }
     }
     drop(consumers);
@@ -383,12 +389,12 @@ fn four_threads_share_one_manager_without_deadlock() {
             let checks = auditor.join().map_err(|_| "the auditor panicked")??;
             manager.check_invariants()?;
             for c in &consumers {
-                if c.held() != c.reservation.used() {
+                if c.held() != c.reservation.holding().used {
                     return Err(format!(
                         "{} holds {} but uses {}",
                         c.name,
                         c.held(),
-                        c.reservation.used()
+                        c.reservation.holding().used
                     ));
                 }
             }

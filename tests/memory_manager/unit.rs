@@ -3,8 +3,8 @@
 //! a spill that calls back in, the reservation states and `memory.grow`.
 
 use crate::memory_manager::{
-    Config, Grant, MemoryConsumer, MemoryError, MemoryGrowError, MemoryManager, Reservation,
-    ReservationState, SpillableBuffer, WasmInstance, WASM_PAGE,
+    BudgetedMemory, Config, ErrorKind, Grant, MemoryConsumer, MemoryError, MemoryGrowError,
+    MemoryManager, Reservation, ReservationState, SpillableBuffer, WASM_PAGE,
 };
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +14,6 @@ const MIB: u64 = 1024 * KIB;
 
 /// A consumer whose spill frees a set number of bytes, or lies about it.
 struct Fixed {
-    name: String,
     reservation: Reservation,
     /// What `spill` really releases, at most.
     spillable: Mutex<u64>,
@@ -27,8 +26,7 @@ struct Fixed {
 
 impl Fixed {
     fn new(manager: &Arc<MemoryManager>, name: &str, lie: u64) -> Arc<Fixed> {
-        manager.register_with(name, |reservation| Fixed {
-            name: name.to_owned(),
+        manager.register(name, |reservation| Fixed {
             reservation,
             spillable: Mutex::new(0),
             lie,
@@ -49,10 +47,6 @@ impl Fixed {
 }
 
 impl MemoryConsumer for Fixed {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn spill(&self, bytes: u64) -> u64 {
         self.seen
             .lock()
@@ -118,7 +112,7 @@ fn a_request_fails_when_size_plus_off_heap_plus_heap_passes_the_budget() {
     a.pin();
     let err = a.take(1).expect_err("one byte over");
     assert!(
-        matches!(err, MemoryError::OverBudget { short: 1, .. }),
+        matches!(err.kind, ErrorKind::OverBudget { short: 1, .. }),
         "{err:?}"
     );
     // The heap shrinks: the off-heap limit grows with it.
@@ -132,7 +126,10 @@ fn reservations_grow_ahead_by_the_growth_percentage_in_granules() {
     let manager = manager_with(4096, 25);
     let a = Fixed::new(&manager, "a", 0);
     let grown: Vec<(u64, u64)> = (0..6)
-        .map(|_| a.take(200 * KIB).map(|g| (g.grown / KIB, g.reserved / KIB)))
+        .map(|_| {
+            a.take(200 * KIB)
+                .map(|g| (g.grown / KIB, g.held.reserved / KIB))
+        })
         .collect::<Result<_, _>>()
         .expect("fits");
     // need 200 -> 256; need 400 (> 320) -> 448; need 600 (> 560) -> 640;
@@ -162,7 +159,7 @@ fn growth_ahead_is_only_taken_from_free_room_and_never_makes_anyone_spill() {
     // Needs 256 more and would like 512 more; 256 is all the room there is.
     let g = a.take(256 * KIB).expect("fits without spilling");
     assert_eq!((g.grown, g.spills.len()), (256 * KIB, 0));
-    assert_eq!(other.reservation.used(), 512 * KIB);
+    assert_eq!(other.reservation.holding().used, 512 * KIB);
 }
 
 #[test]
@@ -170,14 +167,14 @@ fn release_returns_whole_granules_to_the_pool() {
     let manager = manager_with(4096, 25);
     let a = Fixed::new(&manager, "a", 0);
     a.take(1000 * KIB).expect("fits");
-    assert_eq!(a.reservation.reserved(), 1024 * KIB);
+    assert_eq!(a.reservation.holding().reserved, 1024 * KIB);
     // Use falls to 300 KiB, kept as 320 (5 granules): 704 go back.
     assert_eq!(a.reservation.release(700 * KIB), Ok(704 * KIB));
-    assert_eq!(a.reservation.reserved(), 320 * KIB);
+    assert_eq!(a.reservation.holding().reserved, 320 * KIB);
     assert_eq!(manager.limits().off_heap_used, 320 * KIB);
     let before = manager.holdings();
     let err = a.reservation.release(301 * KIB).expect_err("too much");
-    assert!(matches!(err, MemoryError::ReleaseTooLarge { .. }));
+    assert!(matches!(err.kind, ErrorKind::ReleaseTooLarge { .. }));
     assert_eq!(
         manager.holdings(),
         before,
@@ -203,7 +200,7 @@ fn others_spill_largest_first_then_the_requester() {
         .map(|s| (s.consumer.as_str(), s.released / KIB))
         .collect();
     assert_eq!(order, [("large", 256), ("small", 128), ("me", 128)]);
-    assert_eq!(me.reservation.used(), (512 - 128 + 640) * KIB);
+    assert_eq!(me.reservation.holding().used, (512 - 128 + 640) * KIB);
     manager.check_invariants().expect("invariants");
 }
 
@@ -215,23 +212,23 @@ fn a_request_larger_than_the_limit_fails_without_asking_anyone() {
     let a = Fixed::new(&manager, "a", 0);
     other.take(256 * KIB).expect("fits");
     let err = a.take(513 * KIB).expect_err("larger than the limit");
-    assert!(matches!(err, MemoryError::TooLarge { .. }), "{err:?}");
+    assert_eq!(err.kind, ErrorKind::TooLarge, "{err:?}");
     assert!(
         other.seen.lock().expect("lock").is_empty(),
         "nobody spilled"
     );
-    assert_eq!(other.reservation.used(), 256 * KIB);
+    assert_eq!(other.reservation.holding().used, 256 * KIB);
 }
 
 #[test]
 fn a_failed_acquire_says_who_held_what_and_who_spilled() {
     let manager = manager_with(1024, 0);
-    let wasm = WasmInstance::new(&manager, "wasm", 64);
+    let wasm = BudgetedMemory::new(&manager, "wasm", 64);
     let sort = Fixed::new(&manager, "sort", 0);
-    assert_eq!(wasm.memory_grow(8), 0);
+    assert_eq!(wasm.grow(8), 0);
     sort.take(256 * KIB).expect("fits");
-    let before = wasm.reservation().used();
-    let err = match wasm.memory_grow_traced(9) {
+    let before = wasm.reservation.holding().used;
+    let err = match wasm.grow_traced(9) {
         Err(MemoryGrowError::Refused(e)) => e,
         other => panic!("expected a refusal, got {other:?}"),
     };
@@ -242,11 +239,11 @@ fn a_failed_acquire_says_who_held_what_and_who_spilled() {
          spilled: sort 256.0 wasm 0.0"
     );
     assert_eq!(
-        wasm.reservation().used(),
+        wasm.reservation.holding().used,
         before,
         "the requester is unchanged"
     );
-    assert_eq!(wasm.pages(), 8);
+    assert_eq!(wasm.size(), 8);
 }
 
 #[test]
@@ -259,9 +256,8 @@ fn the_manager_trusts_the_ledger_not_what_a_spill_reports() {
     a.take(512 * KIB).expect("fits");
     a.pin();
     let err = a.take(256 * KIB).expect_err("the liar freed only 64");
-    let MemoryError::OverBudget { spills, .. } = err else {
-        panic!("expected OverBudget, got {err:?}");
-    };
+    assert!(matches!(err.kind, ErrorKind::OverBudget { .. }), "{err:?}");
+    let spills = err.spills;
     assert_eq!(spills[0].consumer, "liar");
     assert_eq!(spills[0].released, 64 * KIB);
     assert_eq!(spills[0].reported, (64 + 512) * KIB);
@@ -276,17 +272,13 @@ struct Reentrant {
 }
 
 impl MemoryConsumer for Reentrant {
-    fn name(&self) -> &str {
-        "reentrant"
-    }
-
     fn spill(&self, bytes: u64) -> u64 {
         // It needs a spill too. If the manager asked this consumer
         // again, this would recurse until the stack overflowed; if it
         // held its lock, this would deadlock.
         let nested = self.reservation.acquire(1024 * KIB);
         *self.nested.lock().expect("lock") = Some(nested);
-        let freed = bytes.min(self.reservation.used());
+        let freed = bytes.min(self.reservation.holding().used);
         self.reservation.release(freed).map_or(0, |_| freed)
     }
 }
@@ -298,7 +290,7 @@ fn a_spill_that_calls_back_into_the_manager_cannot_deadlock() {
     let (done, wait) = mpsc::channel();
     std::thread::spawn(move || {
         let manager = manager_with(1024, 0);
-        let r = manager.register_with("reentrant", |reservation| Reentrant {
+        let r = manager.register("reentrant", |reservation| Reentrant {
             reservation,
             nested: Mutex::new(None),
         });
@@ -320,7 +312,9 @@ fn a_spill_that_calls_back_into_the_manager_cannot_deadlock() {
     // The nested request asked nobody: `a` held nothing, and the
     // spilling consumer is never asked twice.
     match nested {
-        Some(Err(MemoryError::OverBudget { spills, .. })) => assert!(spills.is_empty()),
+        Some(Err(e)) if matches!(e.kind, ErrorKind::OverBudget { .. }) => {
+            assert!(e.spills.is_empty())
+        }
         other => panic!("expected the nested request to fail, got {other:?}"),
     }
     invariants.expect("invariants");
@@ -360,22 +354,17 @@ fn dropping_a_consumer_returns_its_reservation() {
 #[test]
 fn memory_grow_returns_minus_one_when_the_manager_refuses_and_changes_nothing() {
     let manager = manager_with(1024, 0);
-    let wasm = WasmInstance::new(&manager, "wasm", 64);
-    assert_eq!(wasm.memory_grow(4), 0);
-    wasm.lock_memory().as_mut_slice()[0] = 7;
+    let wasm = BudgetedMemory::new(&manager, "wasm", 64);
+    assert_eq!(wasm.grow(4), 0);
+    wasm.bytes()[0] = 7;
     let before = (manager.holdings(), manager.limits());
-    assert_eq!(
-        wasm.memory_grow(13),
-        -1,
-        "13 pages are 832 KiB, 768 are free"
-    );
-    assert_eq!(wasm.memory_grow(61), -1, "over the declared maximum");
+    assert_eq!(wasm.grow(13), -1, "13 pages are 832 KiB, 768 are free");
+    assert_eq!(wasm.grow(61), -1, "over the declared maximum");
     assert_eq!((manager.holdings(), manager.limits()), before);
-    assert_eq!(wasm.pages(), 4);
-    assert_eq!(wasm.memory_grow(12), 4, "exactly what is free");
-    assert_eq!(wasm.memory_grow(0), 16);
-    let mut memory = wasm.lock_memory();
-    let bytes = memory.as_mut_slice();
+    assert_eq!(wasm.size(), 4);
+    assert_eq!(wasm.grow(12), 4, "exactly what is free");
+    assert_eq!(wasm.grow(0), 16);
+    let bytes = wasm.bytes();
     assert_eq!(bytes[0], 7, "old bytes are kept");
     assert!(
         bytes[4 * WASM_PAGE..].iter().all(|&b| b == 0),
@@ -390,20 +379,20 @@ fn a_heap_that_grows_makes_the_next_request_spill() {
     // the next request makes room by spilling.
     let manager = manager_with(1024, 0);
     let sort = SpillableBuffer::new(&manager, "sort");
-    let wasm = WasmInstance::new(&manager, "wasm", 64);
+    let wasm = BudgetedMemory::new(&manager, "wasm", 64);
     for _ in 0..8 {
         sort.push(64 * KIB as usize).expect("fits");
     }
-    assert_eq!(wasm.memory_grow(4), 0);
+    assert_eq!(wasm.grow(4), 0);
     manager.set_heap_in_use(512 * KIB);
-    let (_, grant) = wasm.memory_grow_traced(1).expect("grows after a spill");
+    let (_, grant) = wasm.grow_traced(1).expect("grows after a spill");
     let spills = grant.map(|g| g.spills).unwrap_or_default();
     assert_eq!(spills.len(), 1);
     assert_eq!(
         (spills[0].consumer.as_str(), spills[0].released),
         ("sort", 320 * KIB)
     );
-    assert_eq!(sort.spilled(), 320 * KIB);
+    assert_eq!(sort.reservation.holding().used, (512 - 320) * KIB);
     manager.check_invariants().expect("invariants");
 }
 
