@@ -1,6 +1,6 @@
 //! Expands the book's `{{#include}}` and `{{#rustdoc_include}}` directives the way
-//! mdBook 0.5.4 does, writes the expanded chapters to `$OUT_DIR/book/`, and turns
-//! every Rust block in them into a skeptic test (`tests/skeptic.rs` runs them).
+//! mdBook 0.5.4 does and turns every Rust block of the expanded chapters into a
+//! skeptic test (`tests/skeptic.rs` runs them).
 //!
 //! Why not hand `src/` to skeptic directly? Skeptic does not understand mdBook's
 //! include directives, so it would test the directive text, not the code a reader
@@ -26,7 +26,6 @@ const MAX_NESTED_DEPTH: usize = 10;
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
     let out_root = PathBuf::from(env("OUT_DIR"));
-    let out_dir = out_root.join("book");
     let src_dir = manifest_dir.join("src");
 
     // Cargo scans a directory named here recursively, so new chapters and new
@@ -40,13 +39,17 @@ fn main() {
     println!("cargo::rerun-if-changed=benches");
 
     let chapters = markdown_files(&src_dir);
-    // Files a chapter includes from elsewhere (tests/results/ tables that
-    // the xtask rewrites, a test's source): each re-runs this script too.
+    // Rust sources a chapter includes from elsewhere (a test's source) re-run
+    // this script too. The tables and outputs it includes do not: no Rust
+    // block comes from them, so skeptic's tests cannot change, and the
+    // xtask rewrites tests/results/ on every run (a re-run here rebuilds
+    // every target of the package). tests/book_expansion.rs expands the
+    // chapters afresh when it runs.
     for chapter in &chapters {
         let text = fs::read_to_string(chapter).unwrap_or_default();
         for piece in text.split("include ../").skip(1) {
             let path = piece.split([':', '}']).next().unwrap_or("");
-            if !path.is_empty() && !path.contains(char::is_whitespace) {
+            if path.ends_with(".rs") && !path.contains(char::is_whitespace) {
                 println!("cargo::rerun-if-changed={path}");
             }
         }
@@ -58,12 +61,6 @@ fn main() {
     for chapter in &chapters {
         let rel = chapter.strip_prefix(&src_dir).expect("walked from src_dir");
         let expanded = expand_chapter(&src_dir, rel, &mut errors, &mut used);
-        let dest = out_dir.join(rel);
-        if let Err(e) = fs::create_dir_all(dest.parent().expect("has a parent"))
-            .and_then(|()| write_if_changed(&dest, &expanded))
-        {
-            fail(&format!("cannot write {}: {e}", dest.display()));
-        }
         // Checked here like every chapter, compiled by the member's skeptic.
         if !RUNTIME_CHAPTERS.iter().any(|c| Path::new(c) == rel) {
             skeptic_paths.push(skeptic_copy(&out_root, rel, &expanded, &mut programs));

@@ -206,9 +206,8 @@ pub fn run_matrix(root: &Path, cargo: Command, target_dir: &Path) -> Result<Summ
             .map(|kernel| {
                 eprintln!("xtask: kernel {}: booting a QEMU guest", kernel.release);
                 let (assets, binaries, logs) = (&assets, &binaries, &logs);
-                let run = scope.spawn(move || {
-                    in_guest(root, target_dir, assets, kernel, binaries, logs)
-                });
+                let run =
+                    scope.spawn(move || in_guest(root, target_dir, assets, kernel, binaries, logs));
                 (kernel, run)
             })
             .collect();
