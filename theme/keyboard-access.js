@@ -7,8 +7,19 @@
 //   reader without a mouse can scroll it with the arrow keys. Whether it
 //   scrolls changes with the window, the fonts, hidden lines shown and a
 //   diagram drawn: a ResizeObserver looks again each time.
+// - A closed sidebar is `inert`. mdBook hides it from assistive technology
+//   with aria-hidden, but its scroll box still takes keyboard focus (Chromium
+//   makes a box that scrolls focusable): focus would land in a hidden part.
 (() => {
   "use strict";
+  const sidebar = document.getElementById("mdbook-sidebar");
+  if (sidebar) {
+    const sync = () => {
+      sidebar.inert = sidebar.getAttribute("aria-hidden") === "true";
+    };
+    new MutationObserver(sync).observe(sidebar, { attributes: true, attributeFilter: ["aria-hidden"] });
+    sync();
+  }
   const toggle = document.getElementById("mdbook-sidebar-toggle");
   if (toggle) {
     toggle.addEventListener("keydown", (e) => {

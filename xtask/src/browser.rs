@@ -27,7 +27,7 @@ pub enum Viewport {
 }
 
 impl Viewport {
-    fn size(self) -> (u32, u32) {
+    pub fn size(self) -> (u32, u32) {
         match self {
             Viewport::Desktop => (1280, 1000),
             Viewport::Phone => (390, 844),
@@ -51,6 +51,10 @@ pub struct Load {
     /// page does them once.
     pub copy: bool,
     pub search: bool,
+    /// A second window the same load then checks: the page picks this
+    /// theme in its menu and its frame narrows to this viewport (see
+    /// `secondWindow` in probe.js). Its findings are a report of their own.
+    pub then: Option<(String, Viewport)>,
 }
 
 impl Load {
@@ -110,9 +114,11 @@ impl Browser {
         })
     }
 
-    /// Loads each page and returns the probe's reports in the order given.
+    /// Loads each page and returns the probe's reports in the order given:
+    /// one per window (two for a load with a `then`).
     pub fn check(&self, loads: &[Load]) -> Result<Vec<PageReport>> {
-        two_at_a_time(loads, |load| self.check_one(load))
+        let reports = two_at_a_time(loads, |load| self.check_one(load))?;
+        Ok(reports.into_iter().flatten().collect())
     }
 
     /// Writes a PNG of each load (to `(load, file)`), at the top of the page
@@ -140,13 +146,18 @@ impl Browser {
         })
     }
 
-    fn check_one(&self, load: &Load) -> Result<PageReport> {
-        let query = format!(
+    fn check_one(&self, load: &Load) -> Result<Vec<PageReport>> {
+        let mut query = format!(
             "theme={}&xtask-copy={}&xtask-search={}",
             load.theme,
             u8::from(load.copy),
             u8::from(load.search)
         );
+        if let Some((theme, viewport)) = &load.then {
+            let (width, height) = viewport.size();
+            query +=
+                &format!("&xtask-then={theme}&xtask-then-width={width}&xtask-then-height={height}");
+        }
         let started = std::time::Instant::now();
         let output = self.run(load, load.viewport.size(), &query, "--dump-dom")?;
         let seconds = started.elapsed().as_secs_f64();
@@ -164,9 +175,38 @@ impl Browser {
                     last_lines(&output)
                 )
             })?;
-        let mut report = parse_report(load, &body);
-        report.seconds = seconds;
-        Ok(report)
+        let (first, second) = match body.split_once("\nwindow\t") {
+            Some((first, second)) => (first, Some(second)),
+            None => (body.as_str(), None),
+        };
+        let mut reports = vec![parse_report(load, first)];
+        match (&load.then, second) {
+            (Some((theme, viewport)), Some(second)) => {
+                let then = Load {
+                    theme: theme.clone(),
+                    viewport: *viewport,
+                    copy: false,
+                    search: false,
+                    then: None,
+                    ..load.clone()
+                };
+                reports.push(parse_report(&then, second));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(format!(
+                    "{}: the probe reported {} window(s), asked for {}",
+                    load.name(),
+                    1 + usize::from(second.is_some()),
+                    1 + usize::from(load.then.is_some())
+                )
+                .into())
+            }
+        }
+        for r in &mut reports {
+            r.seconds = seconds;
+        }
+        Ok(reports)
     }
 
     fn run(&self, load: &Load, window: (u32, u32), query: &str, action: &str) -> Result<Output> {
@@ -182,7 +222,8 @@ impl Browser {
         let (width, height) = window;
         // A phone is a frame inside headless Chromium's narrowest window, and
         // a screenshot is always of a frame (see frame.html).
-        let framed = width < MIN_WINDOW_WIDTH || action.starts_with("--screenshot");
+        let framed =
+            width < MIN_WINDOW_WIDTH || action.starts_with("--screenshot") || load.then.is_some();
         let url = if framed {
             format!(
                 "http://127.0.0.1:{}{}?page={}&width={width}&height={height}&{query}",

@@ -141,7 +141,13 @@ fn browser_pages(root: &Path, pages: &[String]) -> Result<()> {
         return Err("usage: cargo xtask browser PAGE... (pages of book/, e.g. print.html)".into());
     }
     let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
-    let summary = site_check::check(&browser::chromium()?, root, Some(&pages), None)?;
+    let summary = site_check::check(
+        &browser::chromium()?,
+        root,
+        Some(&pages),
+        site_check::BOTH_WINDOWS,
+        None,
+    )?;
     eprintln!("xtask: {} pages passed the browser check", summary.pages);
     Ok(())
 }

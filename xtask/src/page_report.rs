@@ -204,6 +204,7 @@ mod tests {
             viewport: Viewport::Phone,
             copy: true,
             search: true,
+            then: None,
         }
     }
 

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::book::{Book, Tally};
+use crate::browser::Viewport;
+use crate::site_check::Window;
 use crate::steps;
 use crate::Result;
 
@@ -199,7 +201,7 @@ fn a_broken_diagram_fails_naming_the_chapter_and_block() -> Result<()> {
         "flowchart LR\n    this is --> --> not mermaid",
     )?;
     expect_failure(
-        check_pages(&book, &["how-this-book-is-tested.html"]),
+        check_pages(&book, &["how-this-book-is-tested.html"], LIGHT),
         &[CHAPTER, "mermaid block 1"],
     );
     Ok(())
@@ -211,7 +213,7 @@ fn a_chart_that_does_not_draw_fails_naming_the_chapter() -> Result<()> {
     // An SVG that exists (so the link check passes) but is not an image.
     std::fs::write(book.root.join("src/charts/memory_grow.svg"), "not an svg")?;
     expect_failure(
-        check_pages(&book, &["part4-memory-growth.html"]),
+        check_pages(&book, &["part4-memory-growth.html"], LIGHT),
         &[
             "src/part4-memory-growth.md",
             "image not drawn",
@@ -361,11 +363,14 @@ fn an_example_whose_parser_panics_fails_bad_input_naming_it() -> Result<()> {
     Ok(())
 }
 
-/// The browser check of the built copy, on `pages` only (every page takes
-/// seconds), without screenshots.
-fn check_pages(book: &Book, pages: &[&str]) -> Result<()> {
+/// Most breakages show in any window: those cases load their page once.
+const LIGHT: Window = ("light", Viewport::Desktop);
+
+/// The browser check of the built copy, on `pages` only (every load takes
+/// seconds) in one window, without screenshots.
+fn check_pages(book: &Book, pages: &[&str], window: Window) -> Result<()> {
     steps::mdbook_build(book, &mut Tally::default())?;
-    crate::site_check::check(&book.chromium, &book.root, Some(pages), None).map(|_| ())
+    crate::site_check::check(&book.chromium, &book.root, Some(pages), &[window], None).map(|_| ())
 }
 
 #[test]
@@ -373,7 +378,7 @@ fn a_diagram_without_an_accessible_title_fails_naming_the_chapter() -> Result<()
     let book = copy_book("diagram-title")?;
     edit(&book, CHAPTER, "    accTitle: How the book is tested\n", "")?;
     expect_failure(
-        check_pages(&book, &["how-this-book-is-tested.html"]),
+        check_pages(&book, &["how-this-book-is-tested.html"], LIGHT),
         &[
             CHAPTER,
             "mermaid block 1 has no accessible title",
@@ -393,7 +398,7 @@ fn an_image_without_alt_text_fails_axe_naming_the_chapter() -> Result<()> {
         "<img src=\"charts/memory_grow.svg\">\n\n## One source of truth",
     )?;
     expect_failure(
-        check_pages(&book, &["how-this-book-is-tested.html"]),
+        check_pages(&book, &["how-this-book-is-tested.html"], LIGHT),
         &[CHAPTER, "axe critical `image-alt`"],
     );
     Ok(())
@@ -415,7 +420,7 @@ fn a_heavy_page_without_a_diagram_fails_naming_the_chapter() -> Result<()> {
         "![A blank square](charts/heavy.svg)\n\n## The four parts",
     )?;
     expect_failure(
-        check_pages(&book, &["introduction.html"]),
+        check_pages(&book, &["introduction.html"], LIGHT),
         &[
             "src/introduction.md",
             "without a diagram, over the 1024 KiB limit",
@@ -434,7 +439,7 @@ fn a_code_block_wider_than_a_phone_fails_naming_the_chapter() -> Result<()> {
     text += "\n.content pre > code { overflow-x: visible !important; }\n";
     std::fs::write(&css, text)?;
     expect_failure(
-        check_pages(&book, &["part1-contract.html"]),
+        check_pages(&book, &["part1-contract.html"], ("navy", Viewport::Phone)),
         &[
             "src/part1-contract.md",
             "390 px): overflows the viewport: code block",

@@ -1,5 +1,7 @@
-//! The browser check over the built site: every page twice, in the light
-//! theme in a laptop's window and in the navy theme in a phone's (390 px).
+//! The browser check over the built site: every page in two windows, the
+//! light theme in a laptop's window and the navy theme in a phone's (390 px),
+//! in one load (the page is checked, then picks navy and narrows: see
+//! `secondWindow` in probe.js); print.html in the first only.
 //! Each load must draw its diagrams (with an accessible title and
 //! description), have no script error, overflow nothing sideways, let the
 //! keyboard open the sidebar, and pass axe-core with no critical or serious
@@ -28,6 +30,13 @@ const SCREENSHOTS: [(&str, &str); 3] = [
     ("part4-memory-growth.html", "img[src$='memory_grow.svg']"),
 ];
 
+/// The theme and window of a load.
+pub type Window = (&'static str, Viewport);
+
+/// Every page is loaded in both: the light theme in a laptop's window, the
+/// navy theme in a phone's.
+pub const BOTH_WINDOWS: &[Window] = &[("light", Viewport::Desktop), ("navy", Viewport::Phone)];
+
 pub struct Summary {
     pub pages: usize,
     /// Diagrams drawn on chapter pages (print and index repeat them).
@@ -35,11 +44,13 @@ pub struct Summary {
 }
 
 /// Checks `pages` (every page, if `None`) of the book built in
-/// `<book_root>/book`, and writes the screenshots into `screenshots` if given.
+/// `<book_root>/book`, each in `windows` (print.html in the first only),
+/// and writes the screenshots into `screenshots` if given.
 pub fn check(
     chromium: &Path,
     book_root: &Path,
     pages: Option<&[&str]>,
+    windows: &[Window],
     screenshots: Option<&Path>,
 ) -> Result<Summary> {
     let site = book_root.join("book");
@@ -47,6 +58,9 @@ pub fn check(
         Some(pages) => pages.iter().map(PathBuf::from).collect(),
         None => site_pages(&site)?,
     };
+    // A copy is checked by being the same bytes: it counts as checked.
+    let page_count = pages.len();
+    let pages = without_copies(&site, pages)?;
     let browser = Browser::new(chromium, &site, &site_url(&book_root.join("book.toml"))?)?;
     // Every page loads the same search script and index, and every page lives
     // at the book's root (SUMMARY.md has no folders), so the links a search
@@ -56,16 +70,30 @@ pub fn check(
         .find(|p| p.as_os_str() == "introduction.html")
         .or(pages.first())
         .cloned();
-    let loads: Vec<Load> = [("light", Viewport::Desktop), ("navy", Viewport::Phone)]
+    // One load per page and window pair: the page checks its first window,
+    // then turns into the second (see `Load::then`).
+    let pairs: Vec<(Window, Option<Window>)> = windows
+        .chunks(2)
+        .map(|w| (w[0], w.get(1).copied()))
+        .collect();
+    let loads: Vec<Load> = pairs
         .iter()
-        .flat_map(|(theme, viewport)| {
-            pages.iter().map(|page| Load {
+        .flat_map(|&((theme, viewport), then)| {
+            let search_page = &search_page;
+            pages.iter().map(move |page| Load {
                 page: page.clone(),
-                theme: (*theme).to_owned(),
-                viewport: *viewport,
+                theme: theme.to_owned(),
+                viewport,
                 // Once per page; print.html repeats every chapter's blocks.
-                copy: *viewport == Viewport::Desktop && is_chapter_page(page),
-                search: *viewport == Viewport::Desktop && Some(page) == search_page.as_ref(),
+                copy: viewport == Viewport::Desktop && is_chapter_page(page),
+                search: viewport == Viewport::Desktop && Some(page) == search_page.as_ref(),
+                // print.html is every chapter on one page, for paper: its
+                // blocks and diagrams are the chapter pages', each checked in
+                // both windows, and axe over all of it is the slowest check
+                // of the step. It is checked in the first window only.
+                then: then
+                    .filter(|_| !is_print(page))
+                    .map(|(theme, viewport)| (theme.to_owned(), viewport)),
             })
         })
         .collect();
@@ -83,12 +111,16 @@ pub fn check(
             ));
         }
     }
-    print_axe_summary(&reports, pages.len());
+    print_axe_summary(&reports, page_count);
     problems.extend(weight_summary(&reports));
     print_search_index_size(&site)?;
     print_page_summary(&reports);
 
-    let mut by_time: Vec<&PageReport> = reports.iter().collect();
+    // A load's windows share its time: each load once, by its first window.
+    let mut by_time: Vec<&PageReport> = reports
+        .iter()
+        .filter(|r| loads.iter().any(|l| l.name() == r.load.name()))
+        .collect();
     by_time.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     let slowest: Vec<String> = by_time
         .iter()
@@ -96,7 +128,8 @@ pub fn check(
         .map(|r| format!("{:.1} s {}", r.seconds, r.load.name()))
         .collect();
     eprintln!(
-        "{} loads, two at a time; the slowest: {}",
+        "{} loads ({} windows), two at a time; the slowest: {}",
+        loads.len(),
         reports.len(),
         slowest.join("; ")
     );
@@ -108,7 +141,7 @@ pub fn check(
         return Err(problems.join("\n").into());
     }
     Ok(Summary {
-        pages: pages.len(),
+        pages: page_count,
         diagrams: reports
             .iter()
             .filter(|r| r.load.theme == "light" && is_chapter_page(&r.load.page))
@@ -262,6 +295,7 @@ fn take_screenshots(browser: &Browser, site: &Path, dir: &Path) -> Result<()> {
                 viewport,
                 copy: false,
                 search: false,
+                then: None,
             };
             shots.push((load, scroll, dir.join(format!("{stem}-{name}.png"))));
         }
@@ -280,6 +314,34 @@ fn site_url(book_toml: &Path) -> Result<String> {
         .and_then(|rest| rest.split('"').nth(1))
         .unwrap_or("/")
         .to_owned())
+}
+
+fn is_print(page: &Path) -> bool {
+    page == Path::new("print.html")
+}
+
+/// `pages` less those whose bytes another page has (mdBook writes
+/// index.html as a copy of the first chapter): a load of the same bytes
+/// would check the same things again. The chapter's page is the one kept.
+fn without_copies(site: &Path, mut pages: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    pages.sort_by_key(|p| !is_chapter_page(p));
+    let mut seen: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+    let mut kept = Vec::new();
+    for page in pages {
+        let bytes = std::fs::read(site.join(&page))?;
+        match seen.iter().find(|(b, _)| *b == bytes) {
+            Some((_, first)) => eprintln!(
+                "{}: the same bytes as {}, checked as that page",
+                page.display(),
+                first.display()
+            ),
+            None => {
+                seen.push((bytes, page.clone()));
+                kept.push(page);
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// Pages mdBook makes that repeat chapters: not counted as diagrams of their own.

@@ -233,7 +233,13 @@ pub fn link_check(book: &Book, tally: &mut Tally) -> Result<()> {
 /// Step 6: every page in headless Chromium (`site_check.rs`).
 pub fn browser_check(book: &Book, tally: &mut Tally) -> Result<()> {
     let screenshots = book.target.join("xtask/screenshots");
-    let summary = crate::site_check::check(&book.chromium, &book.root, None, Some(&screenshots))?;
+    let summary = crate::site_check::check(
+        &book.chromium,
+        &book.root,
+        None,
+        crate::site_check::BOTH_WINDOWS,
+        Some(&screenshots),
+    )?;
     tally.pages = summary.pages;
     tally.diagrams = summary.diagrams;
     Ok(())
