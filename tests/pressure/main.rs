@@ -72,22 +72,22 @@ mod linux {
 
     #[test]
     fn write_is_always_available_and_auto_picks_what_the_kernel_has() {
-        assert_eq!(choose(Touch::Write), Ok(Method::Write));
+        assert_eq!(choose(Some(Method::Write)), Ok(Method::Write));
         let populate = advice_supported(libc::MADV_POPULATE_WRITE);
         let auto = if populate {
             Method::Populate
         } else {
             Method::Write
         };
-        assert_eq!(choose(Touch::Auto), Ok(auto));
-        assert_eq!(choose(Touch::Populate).is_ok(), populate);
+        assert_eq!(choose(None), Ok(auto));
+        assert_eq!(choose(Some(Method::Populate)).is_ok(), populate);
     }
 
     #[test]
     fn rss_is_read_from_smaps_rollup() {
-        let (bytes, source) = rss().unwrap();
-        assert!(bytes > 0);
-        assert_eq!(source, "/proc/self/smaps_rollup");
+        let rss = rss(None).unwrap();
+        assert!(rss.value > 0);
+        assert_eq!(rss.source, "/proc/self/smaps_rollup (Rss)");
     }
 }
 

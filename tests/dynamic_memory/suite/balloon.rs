@@ -41,7 +41,7 @@ fn guest(procs: &Path, host_fds: [RawFd; 2], mut host: Ends) -> Result<(), Strin
 fn balloon(procs: &Path, host_fds: [RawFd; 2], mut host: Ends) -> Result<(), String> {
     Ends::close_in_child(host_fds);
     vm::join(procs)?;
-    let method = pressure::choose(pressure::Touch::Auto)?;
+    let method = pressure::choose(None)?;
     let mut generator = pressure::Generator::new(method).map_err(|e| e.to_string())?;
     host.say("ready")?;
     loop {
