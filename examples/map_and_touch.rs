@@ -247,16 +247,25 @@ pub mod counters {
     // ANCHOR_END: resident
 }
 
-/// The OS page size.
 #[cfg(unix)]
-pub fn page_size() -> io::Result<usize> {
-    // SAFETY: sysconf takes no pointers and has no preconditions; it returns
-    // -1 for an unknown name, which the check below turns into an error.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size)
-        .ok()
-        .filter(|&size| size > 0)
-        .ok_or_else(|| io::Error::other("sysconf(_SC_PAGESIZE) failed"))
+pub use os::page_size;
+
+#[cfg(unix)]
+mod os {
+    use std::io;
+
+    // SHARED: page_size (canonical: examples/memory_meter.rs)
+    /// The OS page size, from `sysconf`.
+    pub fn page_size() -> io::Result<usize> {
+        // SAFETY: sysconf takes no pointers; it returns -1 for an unknown
+        // name, which the check below turns into an error.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size)
+            .ok()
+            .filter(|&size| size > 0)
+            .ok_or_else(|| io::Error::other("sysconf(_SC_PAGESIZE) failed"))
+    }
+    // SHARED_END: page_size
 }
 
 /// Without `GetSystemInfo` (this example uses `libc` only), assume 4 KiB:

@@ -115,7 +115,23 @@ impl Args {
 pub use bounded::*;
 
 #[cfg(target_os = "linux")]
+// SHARED: signal_name (canonical: examples/rlimit_child.rs)
+/// The name of a signal that ends a child, for a report.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGTERM => "SIGTERM",
+        _ => "another signal",
+    }
+}
+// SHARED_END: signal_name
+
+#[cfg(target_os = "linux")]
 mod bounded {
+    use super::signal_name;
     use std::io::{self, Read, Write};
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::{ffi::CStr, fs::File, os::fd::FromRawFd, os::unix::process::CommandExt};
@@ -186,15 +202,7 @@ mod bounded {
                 Outcome::TimedOut => return write!(f, "timed out"),
                 Outcome::Killed { signal } => signal,
             };
-            let name = match signal {
-                libc::SIGKILL => "SIGKILL",
-                libc::SIGABRT => "SIGABRT",
-                libc::SIGSEGV => "SIGSEGV",
-                libc::SIGBUS => "SIGBUS",
-                libc::SIGTERM => "SIGTERM",
-                _ => "other",
-            };
-            write!(f, "killed by signal {signal} ({name})")
+            write!(f, "killed by signal {signal} ({})", signal_name(signal))
         }
     }
 
@@ -214,11 +222,10 @@ mod bounded {
         std::fs::write("/proc/self/oom_score_adj", "1000")
             .map_err(|e| format!("oom_score_adj: {e}"))?;
         let Some(limit) = limit else { return Ok(()) };
-        let base = match (limit.above_current, limit.resource) {
-            (false, _) => 0,
-            (true, Resource::Data) => status_bytes("VmData:").map_err(|e| e.to_string())?,
-            (true, Resource::AddressSpace) => status_bytes("VmSize:").map_err(|e| e.to_string())?,
-        };
+        let field = ["VmData:", "VmSize:"][usize::from(limit.resource == Resource::AddressSpace)];
+        let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+        let current = kib_field(&status, field).ok_or(format!("/proc/self/status: no {field}"))?;
+        let base = if limit.above_current { current } else { 0 };
         let old = get_limit(0, limit.resource).map_err(|e| format!("getrlimit: {e}"))?;
         let above = |bytes: u64| base.checked_add(bytes).ok_or("the limit overflows");
         let hard = limit.hard.map_or(Ok(old.rlim_max), above)?;
@@ -227,15 +234,15 @@ mod bounded {
     }
     // ANCHOR_END: setup
 
-    /// One `kB` field of `/proc/self/status`, in bytes.
-    pub fn status_bytes(field: &str) -> io::Result<u64> {
-        let text = std::fs::read_to_string("/proc/self/status")?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .and_then(|kib| kib.checked_mul(1024))
-            .ok_or_else(|| io::Error::other(format!("/proc/self/status: no {field}")))
+    // SHARED: kib_field (canonical: examples/memory_meter.rs)
+    /// The value of a `Name:   123 kB` line, in bytes; `None` without the unit.
+    pub fn kib_field(text: &str, name: &str) -> Option<u64> {
+        let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+        let mut words = rest.split_whitespace();
+        let value: u64 = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(value.checked_mul(1024)?)
     }
+    // SHARED_END: kib_field
 
     /// The limit of process `pid` (0: this one), with `prlimit`.
     pub fn get_limit(pid: u32, resource: Resource) -> io::Result<libc::rlimit> {
@@ -472,11 +479,9 @@ mod bounded {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         // SAFETY: a fresh anonymous mapping at an address the kernel picks.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
-        if ptr == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            return Err(format!("mmap of {} MiB: {e}", len >> 20));
-        }
-        Ok(ptr.cast())
+        let failed = || format!("mmap of {} MiB: {}", len >> 20, io::Error::last_os_error());
+        let mapped = (ptr != libc::MAP_FAILED).then_some(ptr.cast());
+        mapped.ok_or_else(failed)
     }
 
     /// Makes `len` bytes at `ptr` writable; the error names the call.
@@ -571,13 +576,10 @@ fn main() -> ExitCode {
         let demos = run_demos().inspect_err(|e| eprintln!("{PROGRAM}: {e}"));
         return ExitCode::from(u8::from(demos.is_err()));
     };
-    let mut command = std::process::Command::new(name);
-    let report = match run_command(command.args(args), limit, timeout) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("{PROGRAM}: cannot run `{name}`: {e}");
-            return ExitCode::from(127);
-        }
+    let report = run_command(std::process::Command::new(name).args(args), limit, timeout);
+    let cannot = |e: &std::io::Error| eprintln!("{PROGRAM}: cannot run `{name}`: {e}");
+    let Ok(report) = report.inspect_err(cannot) else {
+        return ExitCode::from(127);
     };
     let (outcome, ms) = (report.outcome, report.elapsed.as_millis());
     let rss = report.peak_rss as f64 / MIB as f64;

@@ -46,7 +46,11 @@ fn a_too_large_stack_array_aborts_the_child_with_the_overflow_message() {
     let lens: Vec<usize> = report.finished.iter().map(|(len, _)| *len).collect();
     assert_eq!(lens, [10], "{report:?}");
     #[cfg(unix)]
-    assert_eq!(report.signal, Some(libc::SIGABRT), "{report:?}");
+    assert_eq!(
+        report.signal,
+        Some((libc::SIGABRT, "SIGABRT")),
+        "{report:?}"
+    );
     let line = report.overflow_line.expect("the overflow message");
     assert!(line.contains("'stack-64KiB'"), "{line}");
 }
@@ -76,7 +80,11 @@ fn box_new_of_a_large_array_overflows_in_a_debug_build() {
     let lens: Vec<usize> = report.finished.iter().map(|(len, _)| *len).collect();
     assert_eq!(lens, [10], "{report:?}");
     #[cfg(unix)]
-    assert_eq!(report.signal, Some(libc::SIGABRT), "{report:?}");
+    assert_eq!(
+        report.signal,
+        Some((libc::SIGABRT, "SIGABRT")),
+        "{report:?}"
+    );
     assert!(report.overflow_line.is_some(), "{report:?}");
 }
 
