@@ -3,10 +3,8 @@
 //! the parent learns how it ended (exited, killed by a signal, timed out)
 //! and its peak RSS from `wait4`.
 //!
-//! - Explained in: "A bounded child: rlimits, a timeout, the OOM score"
-//!   (src/part2-bounded-child.md)
-//! - Run: `cargo run --example rlimit_child`, or with
-//!   `-- --data-mib 64 -- COMMAND [ARG...]`
+//! - Explained in: "A bounded child: rlimits, a timeout, the OOM score" (src/part2-bounded-child.md)
+//! - Run: `cargo run --example rlimit_child`, or with `-- --data-mib 64 -- COMMAND [ARG...]`
 //! - Tested by: `cargo test --test rlimit_child`
 //! - Depends on: std, libc 0.2
 
@@ -14,7 +12,6 @@
 extern crate libc;
 
 use std::process::ExitCode;
-#[cfg(target_os = "linux")]
 use std::time::Duration;
 
 const PROGRAM: &str = "rlimit_child";
@@ -23,7 +20,7 @@ const USAGE: &str =
   --data-mib N    RLIMIT_DATA for COMMAND in MiB, 0 for none (0..=65536, default 0)
   --as-mib N      RLIMIT_AS for COMMAND in MiB, 0 for none (0..=65536, default 0)
   --timeout-ms N  kill COMMAND after N ms (1..=600000, default 10000)
-with no COMMAND, runs four children that ask for memory under a limit (Linux only)";
+with no COMMAND, runs four children that ask for memory under a limit; off Linux, exits 1";
 
 // SHARED: cli (canonical: examples/map_and_touch.rs)
 /// The command line, read the same way by every example: `--name value`
@@ -191,10 +188,6 @@ mod bounded {
     }
     // ANCHOR_END: outcome
 
-    /// Exit codes of a child whose setup failed, and of one whose closure panicked.
-    pub const SETUP_FAILED: i32 = 125;
-    pub const PANICKED: i32 = 101;
-
     impl std::fmt::Display for Outcome {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             let signal = match *self {
@@ -273,8 +266,7 @@ mod bounded {
         }
     }
 
-    /// A bounded child that is still running. Dropping it kills and reaps
-    /// the child, so a failing test never leaves one behind.
+    /// A bounded child still running. Dropping it kills and reaps the child.
     pub struct Running {
         pid: libc::pid_t,
         started: Instant,
@@ -322,7 +314,7 @@ mod bounded {
     {
         if let Err(why) = set_up_child(limit) {
             let _ = link.say(&format!("setup failed: {why}"));
-            return SETUP_FAILED;
+            return 125; // setup failed: like env(1), which could not run its command
         }
         let code = match catch_unwind(AssertUnwindSafe(|| f(link))) {
             Ok(Ok(())) => 0,
@@ -330,7 +322,7 @@ mod bounded {
                 let _ = link.say(&format!("error: {why}"));
                 1
             }
-            Err(_) => PANICKED,
+            Err(_) => 101, // the exit code of a Rust program that panicked
         };
         let _ = io::stdout().flush();
         code
@@ -416,10 +408,9 @@ mod bounded {
 
     fn decode(status: i32) -> Outcome {
         let signal = libc::WTERMSIG(status);
-        if libc::WIFSIGNALED(status) {
-            Outcome::Killed { signal }
-        } else {
-            Outcome::Exited(libc::WEXITSTATUS(status))
+        match libc::WIFSIGNALED(status) {
+            true => Outcome::Killed { signal },
+            false => Outcome::Exited(libc::WEXITSTATUS(status)),
         }
     }
     // ANCHOR_END: reap
@@ -493,36 +484,45 @@ mod bounded {
     }
 }
 
-/// The command line: limit, timeout, command. A bad one exits with code 2.
-#[cfg(target_os = "linux")]
+/// Off Linux no limit can be set: `parse_args` has none to return.
+#[cfg(not(target_os = "linux"))]
+type MemoryLimit = std::convert::Infallible;
+
+/// The command line, read the same way on every platform. A bad one exits 2.
 fn parse_args() -> (Option<MemoryLimit>, Duration, Vec<String>) {
     let mut args = Args::parse(PROGRAM, USAGE);
     let data = args.number("--data-mib", 0, 0..=65536);
     let space = args.number("--as-mib", 0, 0..=65536);
     let timeout = Duration::from_millis(args.number("--timeout-ms", 10_000, 1..=600_000));
     let command = args.rest();
-    let (resource, flag, mib) = match (data, space) {
-        (mib, 0) => (Resource::Data, "--data-mib", mib),
-        (0, mib) => (Resource::AddressSpace, "--as-mib", mib),
+    let (flag, mib) = match (data, space) {
+        (mib, 0) => ("--data-mib", mib),
+        (0, mib) => ("--as-mib", mib),
         _ => args.fail("--data-mib and --as-mib: give one of them, not both"),
     };
     if mib > 0 && command.is_empty() {
         args.fail(&format!("{flag} limits a COMMAND: add `-- COMMAND`"));
     }
-    // setrlimit would say only "Invalid argument"; this names the flag.
-    let hard = get_limit(0, resource).map_or(u64::MAX, |old| old.rlim_max) / MIB;
-    if mib > hard {
-        let why = format!("{flag}: {mib} MiB is above the hard limit of {hard} MiB");
-        args.fail(&why);
-    }
-    args.finish();
-    let limit = MemoryLimit {
-        resource,
-        soft: mib * MIB, // the flag's range keeps this far from overflow
-        hard: None,
-        above_current: false,
+    #[cfg(not(target_os = "linux"))]
+    let limit = None;
+    #[cfg(target_os = "linux")]
+    let limit = {
+        let resource = [Resource::Data, Resource::AddressSpace][usize::from(flag == "--as-mib")];
+        // setrlimit would say only "Invalid argument"; this names the flag.
+        let hard = get_limit(0, resource).map_or(u64::MAX, |old| old.rlim_max) / MIB;
+        if mib > hard {
+            let why = format!("{flag}: {mib} MiB is above the hard limit of {hard} MiB");
+            args.fail(&why);
+        }
+        (mib > 0).then_some(MemoryLimit {
+            resource,
+            soft: mib * MIB, // the flag's range keeps this far from overflow
+            hard: None,
+            above_current: false,
+        })
     };
-    (Some(limit).filter(|_| mib > 0), timeout, command)
+    args.finish();
+    (limit, timeout, command)
 }
 
 // ANCHOR: demos
@@ -593,7 +593,7 @@ fn main() -> ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    Args::parse(PROGRAM, USAGE); // for --help
-    println!("{PROGRAM}: rlimits, /proc and oom_score_adj are Linux interfaces");
-    ExitCode::SUCCESS
+    parse_args(); // a bad flag exits 2 here as on Linux
+    eprintln!("{PROGRAM}: runs on Linux only (it sets rlimits and oom_score_adj)");
+    ExitCode::FAILURE
 }
