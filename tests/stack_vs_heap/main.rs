@@ -6,6 +6,8 @@
 #[path = "../../examples/stack_vs_heap.rs"]
 #[allow(dead_code)]
 mod stack_vs_heap;
+#[path = "../support/mod.rs"]
+mod support;
 
 use stack_vs_heap::*;
 use std::process::{Command, ExitCode};
@@ -25,16 +27,10 @@ fn child_entry_point() {
     }
 }
 
-/// This test binary, filtered to `child_entry_point` only.
+/// This test binary, filtered to `child_entry_point` only. The example's
+/// `run_child` runs it, as the example runs itself, and reads its report.
 fn this_test_binary() -> Command {
-    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-    cmd.args([
-        "child_entry_point",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    cmd
+    support::child::alone("child_entry_point")
 }
 
 #[test]
