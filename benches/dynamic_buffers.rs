@@ -56,7 +56,7 @@ struct Pages {
 
 impl Pages {
     fn new(n: usize) -> Pages {
-        let page = page_size();
+        let page = page_size().expect("the page size");
         let mask_at = (n * 8).div_ceil(page) * page;
         let len = mask_at + n.div_ceil(page) * page;
         let map = MmapMut::map_anon(len).expect("an anonymous mapping");
@@ -91,10 +91,25 @@ impl Pages {
     // ANCHOR_END: drop_frames
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).expect("a page size")
+use os::page_size;
+
+/// The examples' page size, copied from examples/memory_meter.rs
+/// (tests/copies_match.rs holds the copy to it).
+mod os {
+    use std::io;
+
+    // SHARED: page_size (canonical: examples/memory_meter.rs)
+    /// The OS page size, from `sysconf`.
+    pub fn page_size() -> io::Result<usize> {
+        // SAFETY: sysconf takes no pointers; it returns -1 for an unknown
+        // name, which the check below turns into an error.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size)
+            .ok()
+            .filter(|&size| size > 0)
+            .ok_or_else(|| io::Error::other("sysconf(_SC_PAGESIZE) failed"))
+    }
+    // SHARED_END: page_size
 }
 
 // ANCHOR: time_each

@@ -152,141 +152,120 @@ impl Args {
 }
 // SHARED_END: cli
 
-/// One reading of a memory counter, in bytes, and the file it came from.
-// Only the Linux readers build one; elsewhere every reading is "unavailable".
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-#[derive(Clone, Copy, Debug)]
-pub struct Reading {
-    pub bytes: u64,
-    pub source: &'static str,
-}
+#[cfg(target_os = "linux")]
+pub use counters::resident_pages;
 
+/// The /proc readers and `mincore`: the same functions as Part II's meter
+/// (examples/memory_meter.rs), where "Measuring memory honestly" explains
+/// them.
 #[cfg(target_os = "linux")]
 pub mod counters {
-    use super::{page_size, Reading};
-    use std::{fs, io};
-
-    pub const SMAPS_ROLLUP: &str = "/proc/self/smaps_rollup";
-    pub const STATUS: &str = "/proc/self/status";
-    pub const STATM: &str = "/proc/self/statm";
-
-    // ANCHOR: read_rss
-    /// Resident set size. `smaps_rollup` (Linux 4.14+) sums the page tables,
-    /// so it is exact; `statm` is a cheap counter that may lag, read only
-    /// when `smaps_rollup` cannot be.
-    pub fn rss() -> io::Result<Reading> {
-        first_of(
-            (SMAPS_ROLLUP, rss_from_smaps_rollup),
-            (STATM, || statm_bytes(1)),
-        )
-    }
-
-    /// Virtual size: `VmSize` in `/proc/self/status`, else `statm` field 0.
-    pub fn virtual_size() -> io::Result<Reading> {
-        first_of((STATUS, vm_size_from_status), (STATM, || statm_bytes(0)))
-    }
-
-    pub fn rss_from_smaps_rollup() -> io::Result<u64> {
-        let text = read(SMAPS_ROLLUP)?;
-        kib_field(&text, "Rss:").ok_or_else(|| malformed(SMAPS_ROLLUP, "no `Rss:` line"))
-    }
-    // ANCHOR_END: read_rss
-
-    fn vm_size_from_status() -> io::Result<u64> {
-        let text = read(STATUS)?;
-        kib_field(&text, "VmSize:").ok_or_else(|| malformed(STATUS, "no `VmSize:` line"))
-    }
-
-    /// The first reader that succeeds, with the file it read. If both fail,
-    /// the error says why each one did.
-    fn first_of(
-        (path, read): (&'static str, impl FnOnce() -> io::Result<u64>),
-        (fallback_path, fallback): (&'static str, impl FnOnce() -> io::Result<u64>),
-    ) -> io::Result<Reading> {
-        let first = match read() {
-            Ok(bytes) => {
-                return Ok(Reading {
-                    bytes,
-                    source: path,
-                })
-            }
-            Err(e) => e,
-        };
-        match fallback() {
-            Ok(bytes) => Ok(Reading {
-                bytes,
-                source: fallback_path,
-            }),
-            Err(second) => Err(io::Error::new(
-                second.kind(),
-                format!("{first}; and the fallback failed: {second}"),
-            )),
-        }
-    }
-
-    /// Field `index` of `/proc/self/statm` (0 = size, 1 = resident), in
-    /// bytes. statm counts pages, so multiply by the page size.
-    pub fn statm_bytes(index: usize) -> io::Result<u64> {
-        let text = read(STATM)?;
-        let pages = statm_field(&text, index)
-            .ok_or_else(|| malformed(STATM, &format!("no numeric field {index}")))?;
-        let page = page_size()? as u64;
-        pages
-            .checked_mul(page)
-            .ok_or_else(|| malformed(STATM, "page count overflows"))
-    }
-
-    /// The value of a `Name:   1234 kB` line, in bytes.
-    pub fn kib_field(text: &str, name: &str) -> Option<u64> {
-        let rest = text.lines().find_map(|line| line.strip_prefix(name))?;
-        let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-        kib.checked_mul(1024)
-    }
-
-    pub fn statm_field(text: &str, index: usize) -> Option<u64> {
-        text.split_whitespace().nth(index)?.parse().ok()
-    }
-
-    fn read(path: &str) -> io::Result<String> {
-        fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
-    }
-
-    fn malformed(path: &str, what: &str) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {what}"))
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub mod counters {
-    use super::Reading;
     use std::io;
 
-    fn unavailable(what: &str) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("{what}: reading it is unavailable on this OS (this example reads /proc)"),
-        )
+    // SHARED: kib_field (canonical: examples/memory_meter.rs)
+    /// The value of a `Name:   123 kB` line, in bytes; `None` without the unit.
+    pub fn kib_field(text: &str, name: &str) -> Option<u64> {
+        let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+        let mut words = rest.split_whitespace();
+        let value: u64 = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(value.checked_mul(1024)?)
+    }
+    // SHARED_END: kib_field
+
+    // SHARED: rss (canonical: examples/memory_meter.rs)
+    // ANCHOR: reading
+    /// A value and the file it came from, or why there is none. The meter
+    /// never makes a number up: a missing source is an `Err` with a reason.
+    pub type Reading<T> = Result<Sourced<T>, String>;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Sourced<T> {
+        pub value: T,
+        pub source: String,
     }
 
-    pub fn rss() -> io::Result<Reading> {
-        Err(unavailable("RSS"))
+    /// The `Name:   123 kB` line of `/proc/self/FILE` (or `/proc/PID/FILE`),
+    /// in bytes. A missing file or line is an error that names it.
+    fn field(pid: Option<u32>, file: &str, name: &str) -> Reading<u64> {
+        let pid = pid.map_or("self".to_owned(), |pid| pid.to_string());
+        let path = format!("/proc/{pid}/{file}");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let value = kib_field(&text, name).ok_or_else(|| format!("{path}: no `{name}` line"))?;
+        let source = format!("{path} ({})", name.trim_end_matches(':'));
+        Ok(Sourced { value, source })
+    }
+    // ANCHOR_END: reading
+
+    // ANCHOR: rss
+    /// RSS, exact: the sum over every mapping, from `smaps_rollup` (Linux
+    /// 4.14+). Where that file is missing, the fast counter: `VmRSS` in
+    /// `status`, which the kernel updates as pages come and go, and
+    /// documents as approximate. The source says which one was read.
+    pub fn rss(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "smaps_rollup", "Rss:").or_else(|exact| {
+            field(pid, "status", "VmRSS:").map_err(|fast| format!("{exact}; {fast}"))
+        })
+    }
+    // ANCHOR_END: rss
+    // SHARED_END: rss
+
+    /// The fast counter alone, which `rss` falls back to.
+    pub fn fast_rss(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "status", "VmRSS:")
     }
 
-    pub fn virtual_size() -> io::Result<Reading> {
-        Err(unavailable("virtual size"))
+    /// Every mapped byte, resident or not: `VmSize` in `status`.
+    pub fn virtual_size(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "status", "VmSize:")
     }
+
+    // ANCHOR: resident
+    // SHARED: mincore (canonical: examples/memory_meter.rs)
+    /// How many pages of `range` are resident, by `mincore(2)`. Unlike RSS,
+    /// which covers the whole process, this looks at one range only.
+    pub fn resident_pages(range: &[u8], page: usize) -> io::Result<usize> {
+        // One status byte per page, for up to 4096 pages per call: a fixed
+        // buffer, so that measuring does not grow the heap it measures.
+        let mut status = [0u8; 4096];
+        let mut resident = 0;
+        for part in range.chunks(status.len() * page) {
+            // SAFETY: mincore writes one byte per page of `part`, at most
+            // `status.len()` of them. `part` is part of a live slice; if it
+            // is not page-aligned, mincore writes nothing and fails EINVAL.
+            let rc =
+                unsafe { libc::mincore(part.as_ptr() as *mut _, part.len(), status.as_mut_ptr()) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Bit 0 of each byte says whether that page is resident.
+            let pages = part.len().div_ceil(page);
+            resident += status[..pages].iter().filter(|&&s| s & 1 == 1).count();
+        }
+        Ok(resident)
+    }
+    // SHARED_END: mincore
+    // ANCHOR_END: resident
 }
 
-/// The OS page size.
 #[cfg(unix)]
-pub fn page_size() -> io::Result<usize> {
-    // SAFETY: sysconf takes no pointers and has no preconditions; it returns
-    // -1 for an unknown name, which the check below turns into an error.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size)
-        .ok()
-        .filter(|&size| size > 0)
-        .ok_or_else(|| io::Error::other("sysconf(_SC_PAGESIZE) failed"))
+pub use os::page_size;
+
+#[cfg(unix)]
+mod os {
+    use std::io;
+
+    // SHARED: page_size (canonical: examples/memory_meter.rs)
+    /// The OS page size, from `sysconf`.
+    pub fn page_size() -> io::Result<usize> {
+        // SAFETY: sysconf takes no pointers; it returns -1 for an unknown
+        // name, which the check below turns into an error.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size)
+            .ok()
+            .filter(|&size| size > 0)
+            .ok_or_else(|| io::Error::other("sysconf(_SC_PAGESIZE) failed"))
+    }
+    // SHARED_END: page_size
 }
 
 /// Without `GetSystemInfo` (this example uses `libc` only), assume 4 KiB:
@@ -330,41 +309,6 @@ pub fn touch(map: &mut [u8], bytes: usize, page: usize) -> usize {
     pages
 }
 // ANCHOR_END: touch
-
-// ANCHOR: resident
-/// How many pages of `map` are resident, by mincore(2). Unlike RSS, which
-/// covers the whole process, this looks at one range only. `map` must start
-/// on a page boundary (a mapping does), or mincore fails with EINVAL.
-#[cfg(target_os = "linux")]
-pub fn resident_pages(map: &[u8], page: usize) -> io::Result<usize> {
-    // One status byte per page, for up to 4096 pages per call: a fixed buffer,
-    // so that measuring does not grow the heap it measures.
-    let mut status = [0u8; 4096];
-    let mut resident = 0;
-    for chunk in map.chunks(status.len() * page) {
-        // SAFETY: mincore writes one byte per page of the chunk, and an
-        // aligned chunk of at most `status.len() * page` bytes spans at most
-        // `status.len()` pages, so every write lands in `status`. For an
-        // unaligned chunk mincore writes nothing and returns EINVAL. The
-        // chunk is part of a live slice, and mincore only reads page tables.
-        let rc = unsafe {
-            libc::mincore(
-                chunk.as_ptr() as *mut libc::c_void,
-                chunk.len(),
-                status.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("mincore: {e}")));
-        }
-        // Bit 0 of each byte says whether that page is resident.
-        let pages = chunk.len().div_ceil(page);
-        resident += status[..pages].iter().filter(|&&b| b & 1 == 1).count();
-    }
-    Ok(resident)
-}
-// ANCHOR_END: resident
 
 #[cfg(not(target_os = "linux"))]
 pub fn resident_pages(_map: &[u8], _page: usize) -> io::Result<usize> {
@@ -410,8 +354,8 @@ fn run(options: &Options) -> io::Result<()> {
 struct Table {
     page: usize,
     last_rss: Option<u64>,
-    rss_sources: Vec<&'static str>,
-    size_sources: Vec<&'static str>,
+    rss_sources: Vec<String>,
+    size_sources: Vec<String>,
 }
 
 impl Table {
@@ -439,8 +383,20 @@ impl Table {
     }
 
     fn row(&mut self, step: &str, map: Option<&[u8]>) -> io::Result<()> {
-        let vm = available(counters::virtual_size())?;
-        let rss = available(counters::rss())?;
+        let (vm, rss) = match sizes()? {
+            Some([(vm, vm_source), (rss, rss_source)]) => {
+                for (source, seen) in [
+                    (vm_source, &mut self.size_sources),
+                    (rss_source, &mut self.rss_sources),
+                ] {
+                    if !seen.contains(&source) {
+                        seen.push(source);
+                    }
+                }
+                (Some(vm), Some(rss))
+            }
+            None => (None, None),
+        };
         let resident = match map {
             Some(map) => match available(resident_pages(map, self.page))? {
                 Some(n) => format!("{n} of {} pages", map.len() / self.page),
@@ -449,17 +405,12 @@ impl Table {
             None => "-".to_owned(),
         };
         let change = match (self.last_rss, rss) {
-            (Some(last), Some(now)) => format!("{:+.1} MiB", mib(now.bytes) - mib(last)),
+            (Some(last), Some(now)) => format!("{:+.1} MiB", mib(now) - mib(last)),
             _ => String::new(),
         };
-        self.last_rss = rss.map(|r| r.bytes);
-        for (reading, seen) in [(rss, &mut self.rss_sources), (vm, &mut self.size_sources)] {
-            if let Some(r) = reading.filter(|r| !seen.contains(&r.source)) {
-                seen.push(r.source);
-            }
-        }
+        self.last_rss = rss;
         let show =
-            |r: Option<Reading>| r.map_or("n/a".to_owned(), |r| format!("{:.1} MiB", mib(r.bytes)));
+            |bytes: Option<u64>| bytes.map_or("n/a".to_owned(), |b| format!("{:.1} MiB", mib(b)));
         println!(
             "{step:<12} {:>13} {:>12} {change:>12}  {resident}",
             show(vm),
@@ -484,6 +435,20 @@ impl Table {
             touched * self.page / MIB
         );
     }
+}
+
+/// Virtual size and RSS, in bytes, each with the file it came from; `None`
+/// off Linux, which has no /proc to read them from.
+fn sizes() -> io::Result<Option<[(u64, String); 2]>> {
+    #[cfg(target_os = "linux")]
+    {
+        let read = |r: counters::Reading<u64>| r.map(|r| (r.value, r.source));
+        let vm = read(counters::virtual_size(None)).map_err(io::Error::other)?;
+        let rss = read(counters::rss(None)).map_err(io::Error::other)?;
+        Ok(Some([vm, rss]))
+    }
+    #[cfg(not(target_os = "linux"))]
+    Ok(None)
 }
 
 /// `Ok(None)` where the OS has no such counter; a real failure stays an error.

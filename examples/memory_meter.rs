@@ -115,6 +115,17 @@ mod meter {
     use std::io;
     use std::path::{Path, PathBuf};
 
+    // SHARED: kib_field (canonical: examples/memory_meter.rs)
+    /// The value of a `Name:   123 kB` line, in bytes; `None` without the unit.
+    pub fn kib_field(text: &str, name: &str) -> Option<u64> {
+        let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+        let mut words = rest.split_whitespace();
+        let value: u64 = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(value.checked_mul(1024)?)
+    }
+    // SHARED_END: kib_field
+
+    // SHARED: rss (canonical: examples/memory_meter.rs)
     // ANCHOR: reading
     /// A value and the file it came from, or why there is none. The meter
     /// never makes a number up: a missing source is an `Err` with a reason.
@@ -129,14 +140,49 @@ mod meter {
     /// The `Name:   123 kB` line of `/proc/self/FILE` (or `/proc/PID/FILE`),
     /// in bytes. A missing file or line is an error that names it.
     fn field(pid: Option<u32>, file: &str, name: &str) -> Reading<u64> {
-        let path = proc_file(pid, file);
-        let text = read(&path)?;
-        let value = kib_field(&text, name)
-            .ok_or_else(|| format!("{}: no `{name}` line", path.display()))?;
-        let source = format!("{} ({})", path.display(), name.trim_end_matches(':'));
+        let pid = pid.map_or("self".to_owned(), |pid| pid.to_string());
+        let path = format!("/proc/{pid}/{file}");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let value = kib_field(&text, name).ok_or_else(|| format!("{path}: no `{name}` line"))?;
+        let source = format!("{path} ({})", name.trim_end_matches(':'));
         Ok(Sourced { value, source })
     }
     // ANCHOR_END: reading
+
+    // ANCHOR: rss
+    /// RSS, exact: the sum over every mapping, from `smaps_rollup` (Linux
+    /// 4.14+). Where that file is missing, the fast counter: `VmRSS` in
+    /// `status`, which the kernel updates as pages come and go, and
+    /// documents as approximate. The source says which one was read.
+    pub fn rss(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "smaps_rollup", "Rss:").or_else(|exact| {
+            field(pid, "status", "VmRSS:").map_err(|fast| format!("{exact}; {fast}"))
+        })
+    }
+    // ANCHOR_END: rss
+    // SHARED_END: rss
+
+    // ANCHOR: pss
+    /// The fast counter alone, which `rss` falls back to.
+    pub fn fast_rss(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "status", "VmRSS:")
+    }
+
+    /// Proportional set size: each shared page divided among its sharers.
+    pub fn pss(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "smaps_rollup", "Pss:")
+    }
+
+    /// Every mapped byte, resident or not.
+    pub fn virtual_size(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "status", "VmSize:")
+    }
+    // ANCHOR_END: pss
+
+    /// Anonymous memory mapped with transparent huge pages.
+    pub fn anon_huge_pages(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "smaps_rollup", "AnonHugePages:")
+    }
 
     impl<T> Sourced<T> {
         /// The same source, with the value changed by `f`.
@@ -153,53 +199,6 @@ mod meter {
         let source = path.display().to_string();
         Ok(Sourced { value, source })
     }
-
-    /// The value of a `Name:   123 kB` line, in bytes; `None` without the unit.
-    pub fn kib_field(text: &str, name: &str) -> Option<u64> {
-        let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
-        let mut words = rest.split_whitespace();
-        let value: u64 = words.next()?.parse().ok()?;
-        (words.next() == Some("kB")).then_some(value.checked_mul(1024)?)
-    }
-
-    /// `/proc/self/FILE`, or `/proc/PID/FILE` for another process.
-    pub fn proc_file(pid: Option<u32>, file: &str) -> PathBuf {
-        let pid = pid.map_or("self".to_owned(), |pid| pid.to_string());
-        PathBuf::from(format!("/proc/{pid}/{file}"))
-    }
-
-    // ANCHOR: rss
-    /// RSS, exact: the sum over every mapping, from `smaps_rollup` (Linux
-    /// 4.14+). Where that file is missing, the fast counter in `status`,
-    /// which the kernel documents as approximate; the source says which.
-    pub fn rss(pid: Option<u32>) -> Reading<u64> {
-        field(pid, "smaps_rollup", "Rss:")
-            .or_else(|exact| fast_rss(pid).map_err(|fast| format!("{exact}; {fast}")))
-    }
-
-    /// Proportional set size: each shared page divided among its sharers.
-    pub fn pss(pid: Option<u32>) -> Reading<u64> {
-        field(pid, "smaps_rollup", "Pss:")
-    }
-
-    /// Every mapped byte, resident or not.
-    pub fn virtual_size(pid: Option<u32>) -> Reading<u64> {
-        field(pid, "status", "VmSize:")
-    }
-    // ANCHOR_END: rss
-
-    /// Anonymous memory mapped with transparent huge pages.
-    pub fn anon_huge_pages(pid: Option<u32>) -> Reading<u64> {
-        field(pid, "smaps_rollup", "AnonHugePages:")
-    }
-
-    // ANCHOR: fast
-    /// RSS from the fast counter (`VmRSS` in `status`), which the kernel
-    /// updates as pages come and go, and documents as approximate.
-    pub fn fast_rss(pid: Option<u32>) -> Reading<u64> {
-        field(pid, "status", "VmRSS:")
-    }
-    // ANCHOR_END: fast
 
     // ANCHOR: peak
     /// The peak RSS since the process started or since `reset_peak`.

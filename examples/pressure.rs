@@ -24,11 +24,9 @@ const USAGE: &str = "usage: pressure [--mib N] [--step-mib N] [--hold-ms N] [--t
   --touch HOW      populate (MADV_POPULATE_WRITE) or write (one write per page); default: populate where the kernel has it
   --force          take --mib even if that leaves less than the safety margin free";
 
-/// How to make pages resident.
+/// How pages are made resident: `MADV_POPULATE_WRITE`, or a write per page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Touch {
-    /// `MADV_POPULATE_WRITE` if the kernel has it (5.14+), else writes.
-    Auto,
+pub enum Method {
     Populate,
     Write,
 }
@@ -38,7 +36,8 @@ struct Options {
     mib: usize,
     step_mib: usize,
     hold_ms: u64,
-    touch: Touch,
+    /// `None`: populate where the kernel can, else write.
+    touch: Option<Method>,
     force: bool,
 }
 
@@ -50,9 +49,9 @@ impl Options {
         let step_mib = args.number("--step-mib", 4.min(mib), 1..=65536);
         let hold_ms = args.number("--hold-ms", 0, 0..=60_000);
         let touch = match args.text("--touch").as_deref() {
-            None => Touch::Auto,
-            Some("populate") => Touch::Populate,
-            Some("write") => Touch::Write,
+            None => None,
+            Some("populate") => Some(Method::Populate),
+            Some("write") => Some(Method::Write),
             Some(other) => args.fail(&format!("--touch takes populate or write, not `{other}`")),
         };
         let force = args.switch("--force");
@@ -171,7 +170,7 @@ pub use generator::*;
 
 #[cfg(target_os = "linux")]
 mod generator {
-    use super::{Touch, MIB};
+    use super::{Method, MIB};
     use memmap2::{MmapMut, MmapOptions};
     use std::io;
     use std::time::{Duration, Instant};
@@ -184,13 +183,7 @@ mod generator {
     }
 
     pub fn parse_meminfo(text: &str) -> Result<MemInfo, String> {
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-                .and_then(|kib| kib.checked_mul(1024))
-                .ok_or_else(|| format!("/proc/meminfo has no {name} line"))
-        };
+        let field = |name| kib_field(text, name).ok_or(format!("/proc/meminfo has no {name} line"));
         let (total, available) = (field("MemTotal:")?, field("MemAvailable:")?);
         Ok(MemInfo { total, available })
     }
@@ -249,20 +242,16 @@ mod generator {
         unsafe { libc::madvise(std::ptr::null_mut(), 0, advice) == 0 }
     }
 
-    /// How pages are made resident, once the probe has decided.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Method {
-        Populate,
-        Write,
-    }
-
-    pub fn choose(touch: Touch) -> Result<Method, String> {
+    /// The method `--touch` asked for, or with none the best this kernel has.
+    pub fn choose(touch: Option<Method>) -> Result<Method, String> {
         let populate = advice_supported(libc::MADV_POPULATE_WRITE);
         match touch {
-            Touch::Auto if populate => Ok(Method::Populate),
-            Touch::Auto | Touch::Write => Ok(Method::Write),
-            Touch::Populate if populate => Ok(Method::Populate),
-            Touch::Populate => Err("this kernel has no MADV_POPULATE_WRITE (Linux 5.14+)".into()),
+            None if populate => Ok(Method::Populate),
+            None | Some(Method::Write) => Ok(Method::Write),
+            Some(Method::Populate) if populate => Ok(Method::Populate),
+            Some(Method::Populate) => {
+                Err("this kernel has no MADV_POPULATE_WRITE (Linux 5.14+)".into())
+            }
         }
     }
     // ANCHOR_END: probe
@@ -277,15 +266,7 @@ mod generator {
     /// its limit), the process is killed either way.
     pub fn touch(region: &mut [u8], method: Method, page: usize) -> io::Result<()> {
         match method {
-            Method::Populate => {
-                let advice = libc::MADV_POPULATE_WRITE;
-                // SAFETY: `region` is a page-aligned, writable range we own;
-                // populating does not change its contents.
-                let rc = unsafe { libc::madvise(region.as_mut_ptr().cast(), region.len(), advice) };
-                if rc != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+            Method::Populate => advise(region, libc::MADV_POPULATE_WRITE)?,
             Method::Write => {
                 for offset in (0..region.len()).step_by(page) {
                     region[offset] = 1;
@@ -300,33 +281,64 @@ mod generator {
     /// Gives the frames of `region` back to the kernel but keeps the range:
     /// RSS falls at once, and the pages read back as zero.
     pub fn release(region: &mut [u8]) -> io::Result<()> {
-        let advice = libc::MADV_DONTNEED;
-        // SAFETY: a private anonymous range we own. We hold it mutably, so
-        // nothing observes the contents becoming zero.
+        advise(region, libc::MADV_DONTNEED)
+    }
+
+    /// `madvise(advice)` on all of `region`, a private anonymous range.
+    fn advise(region: &mut [u8], advice: libc::c_int) -> io::Result<()> {
+        // SAFETY: a page-aligned range of a mapping we own and hold mutably:
+        // populating keeps its contents, and nothing observes DONTNEED's zeros.
         let rc = unsafe { libc::madvise(region.as_mut_ptr().cast(), region.len(), advice) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        (rc == 0).then_some(()).ok_or_else(io::Error::last_os_error)
     }
     // ANCHOR_END: release
 
-    /// This process's RSS in bytes and the file it came from: `smaps_rollup`
-    /// (exact), else `status` (a fast counter). See examples/memory_meter.rs.
-    pub fn rss() -> Result<(u64, &'static str), String> {
-        let kib = |path: &'static str, field: &str| -> Result<(u64, &'static str), String> {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-            text.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|rest| rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-                .and_then(|kib| kib.checked_mul(1024))
-                .map(|bytes| (bytes, path))
-                .ok_or_else(|| format!("{path}: no {field} line in kB"))
-        };
-        kib("/proc/self/smaps_rollup", "Rss:").or_else(|first| {
-            kib("/proc/self/status", "VmRSS:").map_err(|second| format!("{first}; {second}"))
+    // SHARED: kib_field (canonical: examples/memory_meter.rs)
+    /// The value of a `Name:   123 kB` line, in bytes; `None` without the unit.
+    pub fn kib_field(text: &str, name: &str) -> Option<u64> {
+        let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+        let mut words = rest.split_whitespace();
+        let value: u64 = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(value.checked_mul(1024)?)
+    }
+    // SHARED_END: kib_field
+
+    // SHARED: rss (canonical: examples/memory_meter.rs)
+    // ANCHOR: reading
+    /// A value and the file it came from, or why there is none. The meter
+    /// never makes a number up: a missing source is an `Err` with a reason.
+    pub type Reading<T> = Result<Sourced<T>, String>;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Sourced<T> {
+        pub value: T,
+        pub source: String,
+    }
+
+    /// The `Name:   123 kB` line of `/proc/self/FILE` (or `/proc/PID/FILE`),
+    /// in bytes. A missing file or line is an error that names it.
+    fn field(pid: Option<u32>, file: &str, name: &str) -> Reading<u64> {
+        let pid = pid.map_or("self".to_owned(), |pid| pid.to_string());
+        let path = format!("/proc/{pid}/{file}");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let value = kib_field(&text, name).ok_or_else(|| format!("{path}: no `{name}` line"))?;
+        let source = format!("{path} ({})", name.trim_end_matches(':'));
+        Ok(Sourced { value, source })
+    }
+    // ANCHOR_END: reading
+
+    // ANCHOR: rss
+    /// RSS, exact: the sum over every mapping, from `smaps_rollup` (Linux
+    /// 4.14+). Where that file is missing, the fast counter: `VmRSS` in
+    /// `status`, which the kernel updates as pages come and go, and
+    /// documents as approximate. The source says which one was read.
+    pub fn rss(pid: Option<u32>) -> Reading<u64> {
+        field(pid, "smaps_rollup", "Rss:").or_else(|exact| {
+            field(pid, "status", "VmRSS:").map_err(|fast| format!("{exact}; {fast}"))
         })
     }
+    // ANCHOR_END: rss
+    // SHARED_END: rss
 
     // SHARED: page_size (canonical: examples/memory_meter.rs)
     /// The OS page size, from `sysconf`.
@@ -370,7 +382,8 @@ mod generator {
     /// Memory taken in steps, one mapping per step, so each step is one
     /// allocation that can fail on its own.
     pub struct Generator {
-        steps: Vec<MmapMut>,
+        /// The mappings, one per step.
+        pub steps: Vec<MmapMut>,
         method: Method,
         page: usize,
     }
@@ -409,10 +422,6 @@ mod generator {
             })
         }
 
-        pub fn page(&self) -> usize {
-            self.page
-        }
-
         /// Bytes held now.
         pub fn held(&self) -> usize {
             self.steps.iter().map(|m| m.len()).sum()
@@ -425,11 +434,6 @@ mod generator {
                 release(region)?;
             }
             Ok(started.elapsed())
-        }
-
-        /// The mappings, one per step.
-        pub fn regions(&self) -> &[MmapMut] {
-            &self.steps
         }
 
         /// How many of the pages held are resident, by `mincore`.
@@ -467,15 +471,15 @@ fn take_in_steps(generator: &mut Generator, options: &Options) -> Result<(), Str
     for n in 1..=steps {
         let held = generator.held();
         let bytes = step.min(total - held);
-        let mut bar = |done: usize| progress_bar(held + done, total);
+        let mut bar = |done: usize| progress_bar(Some((held + done, total)));
         let time = generator
             .take(bytes, &mut bar)
             .map_err(|e| format!("step {n}: taking {} MiB: {e}", bytes / MIB))?;
         took += time;
-        progress_bar_done();
+        progress_bar(None);
         print_rss_row(&format!("{n}/{steps}"), generator.held(), Some(time))?;
     }
-    let pages = total / generator.page();
+    let pages = total / page_size().map_err(|e| format!("page size: {e}"))?;
     let per_page = took.as_secs_f64() * 1e6 / pages as f64;
     let ms = took.as_secs_f64() * 1e3;
     println!("took {pages} pages in {ms:.1} ms: {per_page:.2} µs per page");
@@ -485,10 +489,7 @@ fn take_in_steps(generator: &mut Generator, options: &Options) -> Result<(), Str
 
 #[cfg(target_os = "linux")]
 fn print_plan(options: &Options, method: Method, note: &str) {
-    let how = match method {
-        Method::Populate => "MADV_POPULATE_WRITE",
-        Method::Write => "one write per page",
-    };
+    let how = ["MADV_POPULATE_WRITE", "one write per page"][method as usize];
     println!(
         "{PROGRAM}: take {} MiB in steps of {} MiB ({how}), hold {} ms, release with MADV_DONTNEED",
         options.mib, options.step_mib, options.hold_ms
@@ -499,8 +500,7 @@ fn print_plan(options: &Options, method: Method, note: &str) {
 
 #[cfg(target_os = "linux")]
 fn print_rss_row(step: &str, held: usize, took: Option<std::time::Duration>) -> Result<(), String> {
-    let (now, _) = rss()?;
-    let (held, now) = (held / MIB, now as f64 / MIB as f64);
+    let (held, now) = (held / MIB, rss(None)?.value as f64 / MIB as f64);
     let ms = took.map_or("-".into(), |t| format!("{:.1} ms", t.as_secs_f64() * 1e3));
     println!("{step:<8} {held:>6} MiB {now:>8.1} MiB {ms:>10}");
     Ok(())
@@ -508,38 +508,34 @@ fn print_rss_row(step: &str, held: usize, took: Option<std::time::Duration>) -> 
 
 #[cfg(target_os = "linux")]
 fn release_and_report(generator: &mut Generator) -> Result<(), String> {
-    let (before, _) = rss()?;
-    let took = generator.release_all();
-    let ms = took
-        .map_err(|e| format!("MADV_DONTNEED: {e}"))?
-        .as_secs_f64()
-        * 1e3;
-    let (after, source) = rss()?;
-    let (held, now) = (generator.held() / MIB, after as f64 / MIB as f64);
+    let before = rss(None)?.value;
+    let took = generator
+        .release_all()
+        .map_err(|e| format!("MADV_DONTNEED: {e}"));
+    let ms = took?.as_secs_f64() * 1e3;
+    let after = rss(None)?;
+    let (held, now) = (generator.held() / MIB, after.value as f64 / MIB as f64);
     let change = now - before as f64 / MIB as f64;
     println!("released {held} MiB: RSS {now:.1} MiB ({change:+.1} MiB) in {ms:.1} ms");
-    println!("RSS from {source}");
+    println!("RSS from {}", after.source);
     Ok(())
 }
 
-/// A progress line on a terminal only; a pipe or a log gets the steps.
+/// A progress line, `now` of `total` bytes, on a terminal only (a pipe or
+/// a log gets the steps); `None` clears it.
 #[cfg(target_os = "linux")]
-fn progress_bar(now: usize, total: usize) {
+fn progress_bar(done: Option<(usize, usize)>) {
     use std::io::{IsTerminal, Write};
-    if std::io::stderr().is_terminal() {
-        let filled = (now as u64 * 20 / total as u64) as usize;
-        let bar = "#".repeat(filled) + &" ".repeat(20 - filled);
-        eprint!("\r[{bar}] {} / {} MiB", now / MIB, total / MIB);
-        let _ = std::io::stderr().flush();
+    match done.filter(|_| std::io::stderr().is_terminal()) {
+        Some((now, total)) => {
+            let filled = (now as u64 * 20 / total as u64) as usize;
+            let bar = "#".repeat(filled) + &" ".repeat(20 - filled);
+            eprint!("\r[{bar}] {} / {} MiB", now / MIB, total / MIB);
+        }
+        None if std::io::stderr().is_terminal() => eprint!("\r\x1b[2K"),
+        None => return,
     }
-}
-
-#[cfg(target_os = "linux")]
-fn progress_bar_done() {
-    use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[2K");
-    }
+    let _ = std::io::stderr().flush();
 }
 
 fn main() -> ExitCode {
@@ -554,8 +550,13 @@ fn main() -> ExitCode {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let Options { mib, step_mib, .. } = options;
-        let _ = (mib, step_mib, options.hold_ms, options.touch, options.force);
+        let _ = (
+            options.mib,
+            options.step_mib,
+            options.hold_ms,
+            options.touch,
+            options.force,
+        );
         println!("{PROGRAM}: MADV_POPULATE_WRITE and /proc/meminfo are Linux only");
         ExitCode::SUCCESS
     }
@@ -585,10 +586,7 @@ mod tests {
             generator.release_all().unwrap();
             assert_eq!(generator.resident_pages().unwrap(), 0, "{method:?}");
             assert_eq!(generator.held(), 12 * MIB, "the ranges stay mapped");
-            let zero = generator
-                .regions()
-                .iter()
-                .all(|r| r.iter().all(|&b| b == 0));
+            let zero = generator.steps.iter().all(|r| r.iter().all(|&b| b == 0));
             assert!(zero, "{method:?}: released pages read back as zero");
         }
     }

@@ -156,12 +156,18 @@ pub mod faults {
             .map(|(k, v)| format!("{k}={v}"))
     }
 
-    /// The OS page size.
+    // SHARED: page_size (canonical: examples/memory_meter.rs)
+    /// The OS page size, from `sysconf`.
     pub fn page_size() -> io::Result<usize> {
-        // SAFETY: sysconf only reads a configuration value.
+        // SAFETY: sysconf takes no pointers; it returns -1 for an unknown
+        // name, which the check below turns into an error.
         let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        usize::try_from(size).map_err(|_| io::Error::last_os_error())
+        usize::try_from(size)
+            .ok()
+            .filter(|&size| size > 0)
+            .ok_or_else(|| io::Error::other("sysconf(_SC_PAGESIZE) failed"))
     }
+    // SHARED_END: page_size
 
     /// The glibc this process runs on, such as "2.36".
     pub fn glibc_version() -> String {

@@ -3,10 +3,8 @@
 //! the parent learns how it ended (exited, killed by a signal, timed out)
 //! and its peak RSS from `wait4`.
 //!
-//! - Explained in: "A bounded child: rlimits, a timeout, the OOM score"
-//!   (src/part2-bounded-child.md)
-//! - Run: `cargo run --example rlimit_child`, or with
-//!   `-- --data-mib 64 -- COMMAND [ARG...]`
+//! - Explained in: "A bounded child: rlimits, a timeout, the OOM score" (src/part2-bounded-child.md)
+//! - Run: `cargo run --example rlimit_child`, or with `-- --data-mib 64 -- COMMAND [ARG...]`
 //! - Tested by: `cargo test --test rlimit_child`
 //! - Depends on: std, libc 0.2
 
@@ -14,7 +12,6 @@
 extern crate libc;
 
 use std::process::ExitCode;
-#[cfg(target_os = "linux")]
 use std::time::Duration;
 
 const PROGRAM: &str = "rlimit_child";
@@ -23,7 +20,7 @@ const USAGE: &str =
   --data-mib N    RLIMIT_DATA for COMMAND in MiB, 0 for none (0..=65536, default 0)
   --as-mib N      RLIMIT_AS for COMMAND in MiB, 0 for none (0..=65536, default 0)
   --timeout-ms N  kill COMMAND after N ms (1..=600000, default 10000)
-with no COMMAND, runs four children that ask for memory under a limit (Linux only)";
+with no COMMAND, runs four children that ask for memory under a limit; off Linux, exits 1";
 
 // SHARED: cli (canonical: examples/map_and_touch.rs)
 /// The command line, read the same way by every example: `--name value`
@@ -115,7 +112,23 @@ impl Args {
 pub use bounded::*;
 
 #[cfg(target_os = "linux")]
+// SHARED: signal_name (canonical: examples/rlimit_child.rs)
+/// The name of a signal that ends a child, for a report.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGTERM => "SIGTERM",
+        _ => "another signal",
+    }
+}
+// SHARED_END: signal_name
+
+#[cfg(target_os = "linux")]
 mod bounded {
+    use super::signal_name;
     use std::io::{self, Read, Write};
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::{ffi::CStr, fs::File, os::fd::FromRawFd, os::unix::process::CommandExt};
@@ -175,10 +188,6 @@ mod bounded {
     }
     // ANCHOR_END: outcome
 
-    /// Exit codes of a child whose setup failed, and of one whose closure panicked.
-    pub const SETUP_FAILED: i32 = 125;
-    pub const PANICKED: i32 = 101;
-
     impl std::fmt::Display for Outcome {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             let signal = match *self {
@@ -186,15 +195,7 @@ mod bounded {
                 Outcome::TimedOut => return write!(f, "timed out"),
                 Outcome::Killed { signal } => signal,
             };
-            let name = match signal {
-                libc::SIGKILL => "SIGKILL",
-                libc::SIGABRT => "SIGABRT",
-                libc::SIGSEGV => "SIGSEGV",
-                libc::SIGBUS => "SIGBUS",
-                libc::SIGTERM => "SIGTERM",
-                _ => "other",
-            };
-            write!(f, "killed by signal {signal} ({name})")
+            write!(f, "killed by signal {signal} ({})", signal_name(signal))
         }
     }
 
@@ -214,11 +215,10 @@ mod bounded {
         std::fs::write("/proc/self/oom_score_adj", "1000")
             .map_err(|e| format!("oom_score_adj: {e}"))?;
         let Some(limit) = limit else { return Ok(()) };
-        let base = match (limit.above_current, limit.resource) {
-            (false, _) => 0,
-            (true, Resource::Data) => status_bytes("VmData:").map_err(|e| e.to_string())?,
-            (true, Resource::AddressSpace) => status_bytes("VmSize:").map_err(|e| e.to_string())?,
-        };
+        let field = ["VmData:", "VmSize:"][usize::from(limit.resource == Resource::AddressSpace)];
+        let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+        let current = kib_field(&status, field).ok_or(format!("/proc/self/status: no {field}"))?;
+        let base = if limit.above_current { current } else { 0 };
         let old = get_limit(0, limit.resource).map_err(|e| format!("getrlimit: {e}"))?;
         let above = |bytes: u64| base.checked_add(bytes).ok_or("the limit overflows");
         let hard = limit.hard.map_or(Ok(old.rlim_max), above)?;
@@ -227,15 +227,15 @@ mod bounded {
     }
     // ANCHOR_END: setup
 
-    /// One `kB` field of `/proc/self/status`, in bytes.
-    pub fn status_bytes(field: &str) -> io::Result<u64> {
-        let text = std::fs::read_to_string("/proc/self/status")?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .and_then(|kib| kib.checked_mul(1024))
-            .ok_or_else(|| io::Error::other(format!("/proc/self/status: no {field}")))
+    // SHARED: kib_field (canonical: examples/memory_meter.rs)
+    /// The value of a `Name:   123 kB` line, in bytes; `None` without the unit.
+    pub fn kib_field(text: &str, name: &str) -> Option<u64> {
+        let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+        let mut words = rest.split_whitespace();
+        let value: u64 = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(value.checked_mul(1024)?)
     }
+    // SHARED_END: kib_field
 
     /// The limit of process `pid` (0: this one), with `prlimit`.
     pub fn get_limit(pid: u32, resource: Resource) -> io::Result<libc::rlimit> {
@@ -266,8 +266,7 @@ mod bounded {
         }
     }
 
-    /// A bounded child that is still running. Dropping it kills and reaps
-    /// the child, so a failing test never leaves one behind.
+    /// A bounded child still running. Dropping it kills and reaps the child.
     pub struct Running {
         pid: libc::pid_t,
         started: Instant,
@@ -315,7 +314,7 @@ mod bounded {
     {
         if let Err(why) = set_up_child(limit) {
             let _ = link.say(&format!("setup failed: {why}"));
-            return SETUP_FAILED;
+            return 125; // setup failed: like env(1), which could not run its command
         }
         let code = match catch_unwind(AssertUnwindSafe(|| f(link))) {
             Ok(Ok(())) => 0,
@@ -323,7 +322,7 @@ mod bounded {
                 let _ = link.say(&format!("error: {why}"));
                 1
             }
-            Err(_) => PANICKED,
+            Err(_) => 101, // the exit code of a Rust program that panicked
         };
         let _ = io::stdout().flush();
         code
@@ -409,10 +408,9 @@ mod bounded {
 
     fn decode(status: i32) -> Outcome {
         let signal = libc::WTERMSIG(status);
-        if libc::WIFSIGNALED(status) {
-            Outcome::Killed { signal }
-        } else {
-            Outcome::Exited(libc::WEXITSTATUS(status))
+        match libc::WIFSIGNALED(status) {
+            true => Outcome::Killed { signal },
+            false => Outcome::Exited(libc::WEXITSTATUS(status)),
         }
     }
     // ANCHOR_END: reap
@@ -472,11 +470,9 @@ mod bounded {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         // SAFETY: a fresh anonymous mapping at an address the kernel picks.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
-        if ptr == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            return Err(format!("mmap of {} MiB: {e}", len >> 20));
-        }
-        Ok(ptr.cast())
+        let failed = || format!("mmap of {} MiB: {}", len >> 20, io::Error::last_os_error());
+        let mapped = (ptr != libc::MAP_FAILED).then_some(ptr.cast());
+        mapped.ok_or_else(failed)
     }
 
     /// Makes `len` bytes at `ptr` writable; the error names the call.
@@ -488,36 +484,45 @@ mod bounded {
     }
 }
 
-/// The command line: limit, timeout, command. A bad one exits with code 2.
-#[cfg(target_os = "linux")]
+/// Off Linux no limit can be set: `parse_args` has none to return.
+#[cfg(not(target_os = "linux"))]
+type MemoryLimit = std::convert::Infallible;
+
+/// The command line, read the same way on every platform. A bad one exits 2.
 fn parse_args() -> (Option<MemoryLimit>, Duration, Vec<String>) {
     let mut args = Args::parse(PROGRAM, USAGE);
     let data = args.number("--data-mib", 0, 0..=65536);
     let space = args.number("--as-mib", 0, 0..=65536);
     let timeout = Duration::from_millis(args.number("--timeout-ms", 10_000, 1..=600_000));
     let command = args.rest();
-    let (resource, flag, mib) = match (data, space) {
-        (mib, 0) => (Resource::Data, "--data-mib", mib),
-        (0, mib) => (Resource::AddressSpace, "--as-mib", mib),
+    let (flag, mib) = match (data, space) {
+        (mib, 0) => ("--data-mib", mib),
+        (0, mib) => ("--as-mib", mib),
         _ => args.fail("--data-mib and --as-mib: give one of them, not both"),
     };
     if mib > 0 && command.is_empty() {
         args.fail(&format!("{flag} limits a COMMAND: add `-- COMMAND`"));
     }
-    // setrlimit would say only "Invalid argument"; this names the flag.
-    let hard = get_limit(0, resource).map_or(u64::MAX, |old| old.rlim_max) / MIB;
-    if mib > hard {
-        let why = format!("{flag}: {mib} MiB is above the hard limit of {hard} MiB");
-        args.fail(&why);
-    }
-    args.finish();
-    let limit = MemoryLimit {
-        resource,
-        soft: mib * MIB, // the flag's range keeps this far from overflow
-        hard: None,
-        above_current: false,
+    #[cfg(not(target_os = "linux"))]
+    let limit = None;
+    #[cfg(target_os = "linux")]
+    let limit = {
+        let resource = [Resource::Data, Resource::AddressSpace][usize::from(flag == "--as-mib")];
+        // setrlimit would say only "Invalid argument"; this names the flag.
+        let hard = get_limit(0, resource).map_or(u64::MAX, |old| old.rlim_max) / MIB;
+        if mib > hard {
+            let why = format!("{flag}: {mib} MiB is above the hard limit of {hard} MiB");
+            args.fail(&why);
+        }
+        (mib > 0).then_some(MemoryLimit {
+            resource,
+            soft: mib * MIB, // the flag's range keeps this far from overflow
+            hard: None,
+            above_current: false,
+        })
     };
-    (Some(limit).filter(|_| mib > 0), timeout, command)
+    args.finish();
+    (limit, timeout, command)
 }
 
 // ANCHOR: demos
@@ -571,13 +576,10 @@ fn main() -> ExitCode {
         let demos = run_demos().inspect_err(|e| eprintln!("{PROGRAM}: {e}"));
         return ExitCode::from(u8::from(demos.is_err()));
     };
-    let mut command = std::process::Command::new(name);
-    let report = match run_command(command.args(args), limit, timeout) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("{PROGRAM}: cannot run `{name}`: {e}");
-            return ExitCode::from(127);
-        }
+    let report = run_command(std::process::Command::new(name).args(args), limit, timeout);
+    let cannot = |e: &std::io::Error| eprintln!("{PROGRAM}: cannot run `{name}`: {e}");
+    let Ok(report) = report.inspect_err(cannot) else {
+        return ExitCode::from(127);
     };
     let (outcome, ms) = (report.outcome, report.elapsed.as_millis());
     let rss = report.peak_rss as f64 / MIB as f64;
@@ -591,7 +593,7 @@ fn main() -> ExitCode {
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    Args::parse(PROGRAM, USAGE); // for --help
-    println!("{PROGRAM}: rlimits, /proc and oom_score_adj are Linux interfaces");
-    ExitCode::SUCCESS
+    parse_args(); // a bad flag exits 2 here as on Linux
+    eprintln!("{PROGRAM}: runs on Linux only (it sets rlimits and oom_score_adj)");
+    ExitCode::FAILURE
 }

@@ -323,7 +323,7 @@ fn no_core_dump() {}
 pub struct ChildReport {
     pub is_this_program: bool,
     pub finished: Vec<(usize, String)>,
-    pub signal: Option<i32>,
+    pub signal: Option<(i32, &'static str)>,
     pub code: Option<i32>,
     pub overflow_line: Option<String>,
     pub stderr: String,
@@ -356,9 +356,11 @@ pub fn run_child(mut cmd: Command, spec: &str, timeout: Duration) -> io::Result<
     // The child's output is small and it has exited: the pipes hold it all.
     let out = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let overflow = |line: &&str| line.contains("has overflowed its stack");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     #[cfg(unix)]
-    let signal = std::os::unix::process::ExitStatusExt::signal(&status);
+    let signal =
+        std::os::unix::process::ExitStatusExt::signal(&status).map(|s| (s, signal_name(s)));
     #[cfg(not(unix))]
     let signal = None;
     Ok(ChildReport {
@@ -372,23 +374,25 @@ pub fn run_child(mut cmd: Command, spec: &str, timeout: Duration) -> io::Result<
             .collect(),
         signal,
         code: status.code(),
-        overflow_line: stderr
-            .lines()
-            .find(|l| l.contains("has overflowed its stack"))
-            .map(str::to_owned),
+        overflow_line: stderr.lines().find(overflow).map(str::to_owned),
         stderr,
     })
 }
 
+#[cfg(unix)]
+// SHARED: signal_name (canonical: examples/rlimit_child.rs)
+/// The name of a signal that ends a child, for a report.
 fn signal_name(signal: i32) -> &'static str {
-    #[cfg(unix)]
-    for (number, name) in [(libc::SIGABRT, "SIGABRT"), (libc::SIGSEGV, "SIGSEGV")] {
-        if signal == number {
-            return name;
-        }
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGTERM => "SIGTERM",
+        _ => "another signal",
     }
-    "another signal"
 }
+// SHARED_END: signal_name
 
 const USAGE: &str = "\
 usage: stack_vs_heap [--stack-kib K] [--box-new]
@@ -442,9 +446,8 @@ fn run(args: &Options) -> Result<(), String> {
 
     // 2. Where the child's arrays go, and which lengths fit there.
     let soft = rlimit.ok().and_then(|(soft, _)| soft);
-    let bytes = args
-        .stack_kib
-        .map_or(soft.map_or(8 << 20, |s| s as usize), |k| k << 10);
+    let default = soft.map_or(8 << 20, |s| s as usize);
+    let bytes = args.stack_kib.map_or(default, |k| k << 10);
     let stack = human(bytes as u64);
     println!("\n{:>9} {:>10}  fits in {stack}?", "len", "9 * len");
     for len in LENGTHS {
@@ -498,14 +501,12 @@ fn summarise_child(report: &ChildReport) {
         println!("  len {len:>7} ok: min {min}");
     }
     match (report.signal, report.code) {
-        (Some(sig), _) => println!("  child killed by signal {sig} ({})", signal_name(sig)),
+        (Some((sig, name)), _) => println!("  child killed by signal {sig} ({name})"),
         (None, Some(code)) => println!("  child exited with status {code}"),
         (None, None) => println!("  child ended without a status"),
     }
-    let stderr = report
-        .overflow_line
-        .as_deref()
-        .unwrap_or(report.stderr.trim());
+    let overflow = report.overflow_line.as_deref();
+    let stderr = overflow.unwrap_or(report.stderr.trim());
     if !stderr.is_empty() {
         println!("  its stderr: {}", stderr.trim());
     }

@@ -322,8 +322,14 @@ mod suite {
     /// `VmData` is exactly what the kernel checks against the limit.
     fn headroom() -> Result<u64, String> {
         let limit = rlimit_child::get_limit(0, Resource::Data).map_err(io("getrlimit"))?;
-        let data = rlimit_child::status_bytes("VmData:").map_err(io("VmData"))?;
-        Ok(limit.rlim_cur.saturating_sub(data))
+        Ok(limit.rlim_cur.saturating_sub(vm_data()?))
+    }
+
+    /// This process's `VmData` from `/proc/self/status`, in bytes.
+    fn vm_data() -> Result<u64, String> {
+        let path = "/proc/self/status";
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        rlimit_child::kib_field(&text, "VmData:").ok_or(format!("{path}: no VmData line"))
     }
 
     /// Part I's two memories, as the cases use them.

@@ -11,6 +11,10 @@ mod linear_memory;
 #[path = "../../examples/remap_memory.rs"]
 #[allow(dead_code)]
 mod remap_memory;
+#[cfg(target_os = "linux")]
+#[path = "../../examples/rlimit_child.rs"]
+#[allow(dead_code, unused_imports)]
+mod rlimit_child;
 #[path = "../support/mod.rs"]
 mod support;
 

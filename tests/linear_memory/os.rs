@@ -278,15 +278,16 @@ fn grow_fails_cleanly_under_rlimit_data() {
     println!("checked 4 kinds");
 }
 
+/// Sets this process's RLIMIT_DATA soft limit to `bytes`, under the hard
+/// limit it has, with the bounded child's `set_limit`.
 fn set_data_limit(bytes: u64) {
+    use crate::rlimit_child::{get_limit, set_limit, Resource};
+    let hard = get_limit(0, Resource::Data).expect("getrlimit").rlim_max;
     let limit = libc::rlimit {
-        rlim_cur: bytes as libc::rlim_t,
-        rlim_max: libc::RLIM_INFINITY,
+        rlim_cur: bytes,
+        rlim_max: hard,
     };
-    // SAFETY: plain system call on a struct we own; lowering a soft limit
-    // needs no privilege.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) };
-    assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
+    set_limit(0, Resource::Data, &limit).expect("setrlimit");
 }
 
 /// Raising the soft limit again lets the same grow succeed.

@@ -29,17 +29,24 @@ fn proc_text_is_parsed_in_bytes() {
     assert_eq!(counters::kib_field(smaps, "Rss:"), Some(1616 * 1024));
     assert_eq!(counters::kib_field(smaps, "Swap:"), None);
     assert_eq!(counters::kib_field("Rss: many kB\n", "Rss:"), None);
-    let statm = "765 425 396 5 0 123 0\n";
-    assert_eq!(counters::statm_field(statm, 0), Some(765));
-    assert_eq!(counters::statm_field(statm, 1), Some(425));
-    assert_eq!(counters::statm_field(statm, 7), None);
+    assert_eq!(counters::kib_field("Rss: 1616\n", "Rss:"), None, "no unit");
+}
+
+/// The exact reading, from `smaps_rollup`, in bytes; a test that fell back
+/// to the fast counter would measure something else.
+fn exact_rss() -> io::Result<u64> {
+    let rss = counters::rss(None).map_err(io::Error::other)?;
+    assert!(rss.source.contains("smaps_rollup"), "{}", rss.source);
+    Ok(rss.value)
 }
 
 #[test]
-fn statm_fallback_reads_a_resident_size_within_the_virtual_size() -> io::Result<()> {
+fn the_fast_counter_reads_a_resident_size_within_the_virtual_size() -> io::Result<()> {
     let _turn = one_at_a_time();
-    let size = counters::statm_bytes(0)?;
-    let resident = counters::statm_bytes(1)?;
+    let size = counters::virtual_size(None)
+        .map_err(io::Error::other)?
+        .value;
+    let resident = counters::fast_rss(None).map_err(io::Error::other)?.value;
     assert!(resident > 0, "a running process has resident pages");
     assert!(resident <= size, "resident {resident} > size {size}");
     Ok(())
@@ -49,9 +56,9 @@ fn statm_fallback_reads_a_resident_size_within_the_virtual_size() -> io::Result<
 fn mapping_alone_does_not_raise_rss() -> io::Result<()> {
     let _turn = one_at_a_time();
     let page = page_size()?;
-    let before = counters::rss_from_smaps_rollup()?;
+    let before = exact_rss()?;
     let map = map_anonymous(64 * MIB, false)?;
-    let after = counters::rss_from_smaps_rollup()?;
+    let after = exact_rss()?;
     // mmap only records the range; it faults in no page. The 1 MiB
     // allows for the heap this test and the harness use meanwhile.
     let rise = after.saturating_sub(before);
@@ -134,9 +141,9 @@ fn touching_32_of_64_mib_raises_rss_by_32_mib_within_tolerance() -> io::Result<(
     let page = page_size()?;
     let touched_bytes = 32 * MIB;
     let mut map = map_anonymous(64 * MIB, false)?;
-    let before = counters::rss_from_smaps_rollup()?;
+    let before = exact_rss()?;
     let pages = touch(&mut map, touched_bytes, page);
-    let after = counters::rss_from_smaps_rollup()?;
+    let after = exact_rss()?;
 
     // Exact, for this range alone: every touched page is resident.
     assert_eq!(pages, touched_bytes / page);

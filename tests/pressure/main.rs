@@ -10,6 +10,9 @@
 #[path = "../../examples/pressure.rs"]
 #[allow(dead_code)]
 mod pressure;
+#[cfg(target_os = "linux")]
+#[path = "../support/mod.rs"]
+mod support;
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -72,22 +75,22 @@ mod linux {
 
     #[test]
     fn write_is_always_available_and_auto_picks_what_the_kernel_has() {
-        assert_eq!(choose(Touch::Write), Ok(Method::Write));
+        assert_eq!(choose(Some(Method::Write)), Ok(Method::Write));
         let populate = advice_supported(libc::MADV_POPULATE_WRITE);
         let auto = if populate {
             Method::Populate
         } else {
             Method::Write
         };
-        assert_eq!(choose(Touch::Auto), Ok(auto));
-        assert_eq!(choose(Touch::Populate).is_ok(), populate);
+        assert_eq!(choose(None), Ok(auto));
+        assert_eq!(choose(Some(Method::Populate)).is_ok(), populate);
     }
 
     #[test]
     fn rss_is_read_from_smaps_rollup() {
-        let (bytes, source) = rss().unwrap();
-        assert!(bytes > 0);
-        assert_eq!(source, "/proc/self/smaps_rollup");
+        let rss = rss(None).unwrap();
+        assert!(rss.value > 0);
+        assert_eq!(rss.source, "/proc/self/smaps_rollup (Rss)");
     }
 }
 
@@ -100,10 +103,10 @@ mod linux {
 #[cfg(target_os = "linux")]
 mod cgroup_oom {
     use super::pressure::*;
+    use super::support::child as support_child;
     use std::os::unix::process::ExitStatusExt;
     use std::path::PathBuf;
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use std::path::Path;
 
@@ -234,37 +237,12 @@ mod cgroup_oom {
         }
         for how in ways {
             let kills = scratch.0.oom_kills();
-            let exe = std::env::current_exe().expect("this test binary");
-            let mut child = Command::new(exe)
-                .args([
-                    NAME,
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                    "--ignored",
-                ])
-                .env(PROCS, &procs)
-                .env(TOUCH, how)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start the child");
-            // If memory runs out anyway, the child goes first.
-            let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "1000");
-            let started = Instant::now();
-            let status = loop {
-                if let Some(status) = child.try_wait().expect("wait for the child") {
-                    break status;
-                }
-                if started.elapsed() > Duration::from_secs(20) {
-                    let _ = child.kill();
-                    panic!("{how}: the child ran past 20 s and was killed");
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            };
+            // This test alone, as an ignored test, told where to go and how to touch.
+            let mut command = support_child::alone(NAME);
+            command.arg("--ignored").env(PROCS, &procs).env(TOUCH, how);
             // ANCHOR: cgroup_check
-            let output = child.wait_with_output().expect("the child's output");
-            let printed = String::from_utf8_lossy(&output.stdout);
+            let run = support_child::run(NAME, command, Duration::from_secs(20));
+            let (status, printed) = (run.status, run.output);
             assert!(printed.contains("child: in the cgroup"), "{how}: {printed}");
             assert_eq!(
                 status.signal(),

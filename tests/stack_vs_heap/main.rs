@@ -6,6 +6,8 @@
 #[path = "../../examples/stack_vs_heap.rs"]
 #[allow(dead_code)]
 mod stack_vs_heap;
+#[path = "../support/mod.rs"]
+mod support;
 
 use stack_vs_heap::*;
 use std::process::{Command, ExitCode};
@@ -25,16 +27,10 @@ fn child_entry_point() {
     }
 }
 
-/// This test binary, filtered to `child_entry_point` only.
+/// This test binary, filtered to `child_entry_point` only. The example's
+/// `run_child` runs it, as the example runs itself, and reads its report.
 fn this_test_binary() -> Command {
-    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-    cmd.args([
-        "child_entry_point",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    cmd
+    support::child::alone("child_entry_point")
 }
 
 #[test]
@@ -46,7 +42,11 @@ fn a_too_large_stack_array_aborts_the_child_with_the_overflow_message() {
     let lens: Vec<usize> = report.finished.iter().map(|(len, _)| *len).collect();
     assert_eq!(lens, [10], "{report:?}");
     #[cfg(unix)]
-    assert_eq!(report.signal, Some(libc::SIGABRT), "{report:?}");
+    assert_eq!(
+        report.signal,
+        Some((libc::SIGABRT, "SIGABRT")),
+        "{report:?}"
+    );
     let line = report.overflow_line.expect("the overflow message");
     assert!(line.contains("'stack-64KiB'"), "{line}");
 }
@@ -76,7 +76,11 @@ fn box_new_of_a_large_array_overflows_in_a_debug_build() {
     let lens: Vec<usize> = report.finished.iter().map(|(len, _)| *len).collect();
     assert_eq!(lens, [10], "{report:?}");
     #[cfg(unix)]
-    assert_eq!(report.signal, Some(libc::SIGABRT), "{report:?}");
+    assert_eq!(
+        report.signal,
+        Some((libc::SIGABRT, "SIGABRT")),
+        "{report:?}"
+    );
     assert!(report.overflow_line.is_some(), "{report:?}");
 }
 

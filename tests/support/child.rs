@@ -21,14 +21,28 @@ pub struct ChildRun {
     pub output: String,
 }
 
-/// Runs the test `name` (its full path in this binary, e.g.
-/// `os::grow_fails_cleanly_under_rlimit_data`) alone in a child process and
-/// waits for it, killing it after `timeout`.
-pub fn run_alone(name: &str, timeout: Duration) -> ChildRun {
+/// This test binary, set to run the test `name` (its full path in this
+/// binary, e.g. `os::grow_fails_cleanly_under_rlimit_data`) alone, as the
+/// child in which `is_child` is true. A caller may add arguments (such as
+/// `--ignored`) and variables before it runs.
+pub fn alone(name: &str) -> Command {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = Command::new(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_VAR, "1")
+    let mut command = Command::new(exe);
+    command.args([name, "--exact", "--nocapture", "--test-threads=1"]);
+    command.env(CHILD_VAR, "1");
+    command
+}
+
+/// Runs the test `name` alone in a child process and waits for it, killing
+/// it after `timeout`.
+pub fn run_alone(name: &str, timeout: Duration) -> ChildRun {
+    run(name, alone(name), timeout)
+}
+
+/// Runs `command`, a child made by `alone(name)`, and waits for it, killing
+/// it after `timeout`.
+pub fn run(name: &str, mut command: Command, timeout: Duration) -> ChildRun {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,23 +1,31 @@
 //! Reading the kernel's counters from /proc.
 
-/// The `kB` value of `key` in a /proc file of `Key:   N kB` lines, in bytes.
-pub fn kib_field(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.split(':').next() == Some(key))?;
-    let mut words = line.split(':').nth(1)?.split_whitespace();
-    let n: u64 = words.next()?.parse().ok()?;
-    (words.next() == Some("kB")).then_some(n * 1024)
+pub use kb::kib_field;
+
+/// The examples' one `kB`-line parser, copied from examples/memory_meter.rs
+/// (tests/copies_match.rs holds the copy to it). `name` ends with its colon.
+mod kb {
+    // SHARED: kib_field (canonical: examples/memory_meter.rs)
+    /// The value of a `Name:   123 kB` line, in bytes; `None` without the unit.
+    pub fn kib_field(text: &str, name: &str) -> Option<u64> {
+        let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+        let mut words = rest.split_whitespace();
+        let value: u64 = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(value.checked_mul(1024)?)
+    }
+    // SHARED_END: kib_field
 }
 
 /// `key` from /proc/self/status, in bytes (e.g. `VmData`).
 pub fn self_status(key: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    kib_field(&text, key).unwrap_or_else(|| panic!("no {key} in /proc/self/status"))
+    kib_field(&text, &format!("{key}:")).unwrap_or_else(|| panic!("no {key} in /proc/self/status"))
 }
 
 /// `key` from /proc/meminfo, in bytes (e.g. `Committed_AS`).
 pub fn meminfo(key: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
-    kib_field(&text, key).unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
+    kib_field(&text, &format!("{key}:")).unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
 }
 
 /// The mappings (VMAs) of this process that overlap `range`, as

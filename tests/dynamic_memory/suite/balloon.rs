@@ -23,11 +23,11 @@ fn guest(procs: &Path, host_fds: [RawFd; 2], mut host: Ends) -> Result<(), Strin
     let pattern = Pattern::new();
     let mut memory = new_memory(false)?;
     grow_filled(memory.as_mut(), &pattern, WORKING_SET)?;
-    let data = rlimit_child::status_bytes("VmData:").map_err(io("VmData"))?;
+    let data = vm_data()?;
     host.say(&format!("pages={WORKING_SET} data={data}"))?;
     while host.hear(BOUND)? == "grow" {
         let pages = grow_until_refused(memory.as_mut(), &pattern)?;
-        let data = rlimit_child::status_bytes("VmData:").map_err(io("VmData"))?;
+        let data = vm_data()?;
         host.say(&format!(
             "pages={pages} headroom={} data={data}",
             headroom()?
@@ -41,7 +41,7 @@ fn guest(procs: &Path, host_fds: [RawFd; 2], mut host: Ends) -> Result<(), Strin
 fn balloon(procs: &Path, host_fds: [RawFd; 2], mut host: Ends) -> Result<(), String> {
     Ends::close_in_child(host_fds);
     vm::join(procs)?;
-    let method = pressure::choose(pressure::Touch::Auto)?;
+    let method = pressure::choose(None)?;
     let mut generator = pressure::Generator::new(method).map_err(|e| e.to_string())?;
     host.say("ready")?;
     loop {
