@@ -6,9 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::thread;
 
+use crate::load::Load;
 use crate::page_report::{parse_report, PageReport};
 use crate::Result;
 
@@ -17,72 +16,6 @@ const MIN_WINDOW_WIDTH: u32 = 500;
 
 /// The height of a screenshot's window, in CSS pixels.
 const SHOT_HEIGHT: u32 = 1800;
-
-/// The window a page is loaded in: a laptop's, or a phone's (390 px is the
-/// CSS width of a current mid-size phone).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Viewport {
-    Desktop,
-    Phone,
-}
-
-impl Viewport {
-    pub fn size(self) -> (u32, u32) {
-        match self {
-            Viewport::Desktop => (1280, 1000),
-            Viewport::Phone => (390, 844),
-        }
-    }
-
-    pub fn width(self) -> u32 {
-        self.size().0
-    }
-}
-
-/// One page, in one theme, in one window.
-#[derive(Clone, Debug)]
-pub struct Load {
-    pub page: PathBuf,
-    pub theme: String,
-    pub viewport: Viewport,
-    /// Click every Rust block's copy button, and search. Both work the same
-    /// in any theme and window, and both take a while on this book (whole
-    /// programs in every block, and a search index of several MiB), so each
-    /// page does them once.
-    pub copy: bool,
-    pub search: bool,
-    /// A second window the same load then checks: the page picks this
-    /// theme in its menu and its frame narrows to this viewport (see
-    /// `secondWindow` in probe.js). Its findings are a report of their own.
-    pub then: Option<(String, Viewport)>,
-}
-
-impl Load {
-    /// `src/primer.md (page primer.html) (navy theme, 390 px)`
-    pub fn name(&self) -> String {
-        format!(
-            "{} ({} theme, {} px)",
-            source_of(&self.page),
-            self.theme,
-            self.viewport.width()
-        )
-    }
-}
-
-/// `primer.html` was built from `src/primer.md`; pages mdBook makes itself
-/// (print, 404, the index copy of the first chapter) are named as they are.
-pub fn source_of(page: &Path) -> String {
-    match page.to_str() {
-        Some("print.html" | "404.html" | "index.html" | "toc.html") => {
-            format!("page {}", page.display())
-        }
-        _ => format!(
-            "src/{} (page {})",
-            page.with_extension("md").display(),
-            page.display()
-        ),
-    }
-}
 
 /// Finds Chromium (`DMB_CHROMIUM` overrides), installing it as root, and
 /// installs the pinned axe-core the check runs in it.
@@ -117,14 +50,14 @@ impl Browser {
     /// Loads each page and returns the probe's reports in the order given:
     /// one per window (two for a load with a `then`).
     pub fn check(&self, loads: &[Load]) -> Result<Vec<PageReport>> {
-        let reports = two_at_a_time(loads, |load| self.check_one(load))?;
+        let reports = crate::process::two_at_a_time(loads, |load| self.check_one(load))?;
         Ok(reports.into_iter().flatten().collect())
     }
 
     /// Writes a PNG of each load (to `(load, file)`), at the top of the page
     /// or scrolled to the first element `scroll` selects.
     pub fn screenshots(&self, shots: &[(Load, &str, PathBuf)]) -> Result<Vec<()>> {
-        two_at_a_time(shots, |(load, scroll, file)| {
+        crate::process::two_at_a_time(shots, |(load, scroll, file)| {
             let mut query = format!("xtask=shot&theme={}", load.theme);
             if !scroll.is_empty() {
                 query += &format!("&scroll={}", percent_encode(scroll));
@@ -274,35 +207,6 @@ fn last_lines(output: &Output) -> String {
         .take(5)
         .collect::<Vec<_>>()
         .join(" | ")
-}
-
-/// Runs `job` on every item, two at a time (the machine has two cores), and
-/// returns the results in the order of `items`.
-fn two_at_a_time<T, R, F>(items: &[T], job: F) -> Result<Vec<R>>
-where
-    T: Sync,
-    R: Send,
-    F: Fn(&T) -> Result<R> + Sync,
-{
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::new());
-    thread::scope(|scope| {
-        for _ in 0..2 {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                let result = job(item);
-                if let Ok(mut r) = results.lock() {
-                    r.push((i, result));
-                }
-            });
-        }
-    });
-    let mut results = results
-        .into_inner()
-        .map_err(|_| "a browser worker panicked")?;
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
 }
 
 fn percent_encode(text: &str) -> String {

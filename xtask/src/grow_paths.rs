@@ -7,7 +7,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::kernels::{GUEST_CPUS, GUEST_MEMORY_MIB};
 use crate::vm::Assets;
 use crate::Result;
 
@@ -98,7 +97,7 @@ pub fn grow_paths_table(columns: &[(String, Vec<GrowPaths>)], machine: &str) -> 
 }
 
 /// Where and when the table was measured, and how the guests ran.
-pub fn machine_line(assets: &Assets) -> Result<String> {
+pub fn machine_line(assets: &Assets, guest_memory_mib: u64, guest_cpus: u32) -> Result<String> {
     let qemu = Command::new(&assets.qemu).arg("--version").output()?;
     let qemu = String::from_utf8_lossy(&qemu.stdout);
     let qemu = qemu
@@ -115,7 +114,7 @@ pub fn machine_line(assets: &Assets) -> Result<String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     Ok(format!(
         "Measured on {}, {cores} cores, on {} (UTC), by `cargo xtask kernels`: the host's kernel \
-         natively, the others as QEMU {qemu} guests (TCG, {GUEST_MEMORY_MIB} MiB, {GUEST_CPUS} vCPUs) \
+         natively, the others as QEMU {qemu} guests (TCG, {guest_memory_mib} MiB, {guest_cpus} vCPUs) \
          booted from Debian 12's packages {}.",
         crate::bench::machine::cpu_model(),
         crate::bench::machine::today_utc(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::grow_paths::{grow_paths_of, grow_paths_table, machine_line, GrowPaths};
-use crate::mdbook_test::count_before;
+use crate::libtest::count_before;
 use crate::vm::{self, Assets, Guest, GuestConfig};
 use crate::{tools, vm_assets, Result};
 
@@ -264,7 +264,10 @@ pub fn run_matrix(root: &Path, cargo: Command, target_dir: &Path) -> Result<Summ
             .collect();
         match grown {
             Ok(columns) => {
-                let table = grow_paths_table(&columns, &machine_line(&assets)?);
+                let table = grow_paths_table(
+                    &columns,
+                    &machine_line(&assets, GUEST_MEMORY_MIB, GUEST_CPUS)?,
+                );
                 let path = root.join(GROW_PATHS_TABLE);
                 std::fs::create_dir_all(path.parent().expect("has a parent"))?;
                 std::fs::write(&path, table)?;

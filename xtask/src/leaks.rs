@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use crate::book::{Book, Tally};
-use crate::{browser, files, Result};
+use crate::{files, Result};
 
 /// What to look for, and why it is a leak.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,7 +169,7 @@ pub fn find_leaks(site: &Path, src: &Path, needles: &[Needle]) -> Result<Vec<Lea
                 let at = if paired {
                     format!("src/{}:{}", chapter.display(), in_source[k])
                 } else {
-                    format!("{}: line {html_line}", browser::source_of(&page))
+                    format!("{}: line {html_line}", crate::load::source_of(&page))
                 };
                 let leak = Leak {
                     at,

@@ -8,6 +8,7 @@ use std::process::Command;
 use serde::Deserialize;
 
 use crate::book::{Book, Tally};
+use crate::libtest::count_before;
 use crate::{blocks, manifest, run_recorded, tools, Result};
 
 /// `mdbook test` with a clean `-L` folder, and a count of the blocks rustdoc
@@ -293,25 +294,9 @@ impl RustdocShim {
     }
 }
 
-/// `count_before("ok. 3 passed; 0 failed", " passed") == 3`
-pub fn count_before(text: &str, label: &str) -> usize {
-    text.find(label)
-        .and_then(|at| text[..at].rsplit(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_rustdoc_result_counts() {
-        let line =
-            "ok. 3 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.4s";
-        assert_eq!(count_before(line, " passed"), 3);
-        assert_eq!(count_before(line, " ignored"), 2);
-    }
 
     #[test]
     fn reads_a_cargo_artifact_message() {

@@ -1,7 +1,7 @@
 //! What the probe (`probe.js`) reports from one page load, and which of its
 //! findings fail the browser check.
 
-use crate::browser::Load;
+use crate::load::Load;
 
 pub const DARK_THEMES: [&str; 3] = ["navy", "coal", "ayu"];
 
@@ -195,7 +195,7 @@ pub fn parse_report(load: &Load, body: &str) -> PageReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::browser::Viewport;
+    use crate::load::Viewport;
 
     fn load(theme: &str) -> Load {
         Load {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::book::{Book, Tally};
-use crate::browser::Viewport;
+use crate::load::Viewport;
 use crate::site_check::Window;
 use crate::steps;
 use crate::Result;

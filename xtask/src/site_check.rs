@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::browser::{source_of, Browser, Load, Viewport};
+use crate::browser::Browser;
+use crate::load::{source_of, Load, Viewport};
 use crate::page_report::PageReport;
 use crate::Result;
 

@@ -6,8 +6,7 @@ use std::time::Instant;
 
 use crate::book::{Book, Tally};
 use crate::{
-    bench, block_length, browser, fresh, leaks, links, mdbook_test, outputs, run_recorded, tools,
-    Result,
+    bench, block_length, fresh, leaks, links, mdbook_test, outputs, run_recorded, tools, Result,
 };
 
 type Step = fn(&Book, &mut Tally) -> Result<()>;
@@ -220,7 +219,7 @@ pub fn link_check(book: &Book, tally: &mut Tally) -> Result<()> {
         .map(|b| {
             format!(
                 "{}: link `{}`: {}",
-                browser::source_of(&b.page),
+                crate::load::source_of(&b.page),
                 b.href,
                 b.why
             )
