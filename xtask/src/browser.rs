@@ -47,11 +47,9 @@ impl Browser {
         })
     }
 
-    /// Loads each page and returns the probe's reports in the order given:
-    /// one per window (two for a load with a `then`).
+    /// Loads each page and returns the probe's reports in the order given.
     pub fn check(&self, loads: &[Load]) -> Result<Vec<PageReport>> {
-        let reports = crate::process::two_at_a_time(loads, |load| self.check_one(load))?;
-        Ok(reports.into_iter().flatten().collect())
+        crate::process::two_at_a_time(loads, |load| self.check_one(load))
     }
 
     /// Writes a PNG of each load (to `(load, file)`), at the top of the page
@@ -79,18 +77,13 @@ impl Browser {
         })
     }
 
-    fn check_one(&self, load: &Load) -> Result<Vec<PageReport>> {
-        let mut query = format!(
+    fn check_one(&self, load: &Load) -> Result<PageReport> {
+        let query = format!(
             "theme={}&xtask-copy={}&xtask-search={}",
             load.theme,
             u8::from(load.copy),
             u8::from(load.search)
         );
-        if let Some((theme, viewport)) = &load.then {
-            let (width, height) = viewport.size();
-            query +=
-                &format!("&xtask-then={theme}&xtask-then-width={width}&xtask-then-height={height}");
-        }
         let started = std::time::Instant::now();
         let output = self.run(load, load.viewport.size(), &query, "--dump-dom")?;
         let seconds = started.elapsed().as_secs_f64();
@@ -108,38 +101,9 @@ impl Browser {
                     last_lines(&output)
                 )
             })?;
-        let (first, second) = match body.split_once("\nwindow\t") {
-            Some((first, second)) => (first, Some(second)),
-            None => (body.as_str(), None),
-        };
-        let mut reports = vec![parse_report(load, first)];
-        match (&load.then, second) {
-            (Some((theme, viewport)), Some(second)) => {
-                let then = Load {
-                    theme: theme.clone(),
-                    viewport: *viewport,
-                    copy: false,
-                    search: false,
-                    then: None,
-                    ..load.clone()
-                };
-                reports.push(parse_report(&then, second));
-            }
-            (None, None) => {}
-            _ => {
-                return Err(format!(
-                    "{}: the probe reported {} window(s), asked for {}",
-                    load.name(),
-                    1 + usize::from(second.is_some()),
-                    1 + usize::from(load.then.is_some())
-                )
-                .into())
-            }
-        }
-        for r in &mut reports {
-            r.seconds = seconds;
-        }
-        Ok(reports)
+        let mut report = parse_report(load, &body);
+        report.seconds = seconds;
+        Ok(report)
     }
 
     fn run(&self, load: &Load, window: (u32, u32), query: &str, action: &str) -> Result<Output> {
@@ -155,8 +119,7 @@ impl Browser {
         let (width, height) = window;
         // A phone is a frame inside headless Chromium's narrowest window, and
         // a screenshot is always of a frame (see frame.html).
-        let framed =
-            width < MIN_WINDOW_WIDTH || action.starts_with("--screenshot") || load.then.is_some();
+        let framed = width < MIN_WINDOW_WIDTH || action.starts_with("--screenshot");
         let url = if framed {
             format!(
                 "http://127.0.0.1:{}{}?page={}&width={width}&height={height}&{query}",

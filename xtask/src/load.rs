@@ -36,10 +36,6 @@ pub struct Load {
     /// page does them once.
     pub copy: bool,
     pub search: bool,
-    /// A second window the same load then checks: the page picks this
-    /// theme in its menu and its frame narrows to this viewport (see
-    /// `secondWindow` in probe.js). Its findings are a report of their own.
-    pub then: Option<(String, Viewport)>,
 }
 
 impl Load {

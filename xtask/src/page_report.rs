@@ -204,7 +204,6 @@ mod tests {
             viewport: Viewport::Phone,
             copy: true,
             search: true,
-            then: None,
         }
     }
 

@@ -198,30 +198,14 @@
         function (e) { putBack(); note("axe", e && (e.message || e)); then([]); });
   }
 
-  function axeLines(violations) {
-    return violations.map(function (v) {
-      var targets = v.nodes.slice(0, 3).map(function (n) { return n.target.join(" "); }).join("; ") +
-        " :: " + oneLine(v.nodes[0] && v.nodes[0].failureSummary || "", 200);
-      return ["axe", v.impact || "none", v.id, v.nodes.length, oneLine(v.help, 120), oneLine(targets, 400)].join("\t");
-    });
-  }
-
-  // Every image (the charts) must have loaded and decoded to a real size:
-  // checked once, in the first window.
-  var imagesChecked = false;
-  function checkImages() {
-    if (imagesChecked) return;
-    imagesChecked = true;
+  function report(lines) {
+    // Every image (the charts) must have loaded and decoded to a real size.
     Array.prototype.forEach.call(document.images, function (img) {
       if (!img.complete || img.naturalWidth === 0) {
         note("image not drawn", img.getAttribute("src") + " (complete " + img.complete +
           ", naturalWidth " + img.naturalWidth + ")");
       }
     });
-  }
-
-  function report(lines) {
-    checkImages();
     errors.forEach(function (e) { lines.push("error\t" + e); });
     lines.push("done");
     var pre = document.createElement("pre");
@@ -256,7 +240,11 @@
     lines.push(["weight"].concat(weight()).join("\t"));
     overflows().forEach(function (o) { lines.push("overflow\t" + o); });
     runAxe(function (violations) {
-      axeLines(violations).forEach(function (l) { lines.push(l); });
+      violations.forEach(function (v) {
+        var targets = v.nodes.slice(0, 3).map(function (n) { return n.target.join(" "); }).join("; ") +
+          " :: " + oneLine(v.nodes[0] && v.nodes[0].failureSummary || "", 200);
+        lines.push(["axe", v.impact || "none", v.id, v.nodes.length, oneLine(v.help, 120), oneLine(targets, 400)].join("\t"));
+      });
       if (params.get("xtask-copy") === "1") {
         copies().forEach(function (c) { lines.push(["copy"].concat(c).join("\t")); });
       }
@@ -265,67 +253,10 @@
         if (params.get("xtask-search") === "1") lines.push(["search", found, why].join("\t"));
         switchTheme(function (line) {
           if (line) lines.push(line);
-          if (!params.get("xtask-then")) { report(lines); return; }
-          // The first window's findings end here; the second's follow.
-          checkImages();
-          errors.forEach(function (e) { lines.push("error\t" + e); });
-          errors.length = 0;
-          secondWindow(lines, function () { report(lines); });
+          report(lines);
         });
       });
     });
-  }
-
-  // `?xtask-then=THEME&xtask-then-width=W&xtask-then-height=H`: after the
-  // first window's checks, pick THEME in the theme menu, close the sidebar
-  // (as mdBook keeps it on a narrow screen) and narrow this page's frame to
-  // W x H, as a reader turning a phone would; then draw, overflow and axe
-  // again, reported after a `window` line. Loading and highlighting a page
-  // is most of a load's work, so one load checks both windows.
-  function secondWindow(lines, then) {
-    var name = params.get("xtask-then");
-    var button = document.getElementById("mdbook-theme-" + name);
-    var frame = window.frameElement;
-    lines.push(["window", name, params.get("xtask-then-width")].join("\t"));
-    if (!button || !frame) {
-      lines.push("error\tsecond window: " + (!button ? "no " + name + " button in the theme menu" : "the page is not in a frame"));
-      then();
-      return;
-    }
-    if (!document.documentElement.classList.contains(name)) button.click();
-    // Headless Chromium under a virtual time budget draws no frames, so a
-    // CSS transition (the sidebar sliding away) would never end: the second
-    // window is checked in its end state, with transitions off.
-    var still = document.createElement("style");
-    still.textContent = "*, *::before, *::after { transition: none !important; }";
-    document.head.appendChild(still);
-    var box = document.getElementById("mdbook-sidebar-toggle-anchor");
-    if (box && box.checked) {
-      box.checked = false;
-      box.dispatchEvent(new Event("change"));
-    }
-    frame.style.width = params.get("xtask-then-width") + "px";
-    frame.style.height = params.get("xtask-then-height") + "px";
-    var dark = ["navy", "coal", "ayu"].indexOf(name) >= 0 ? "dark" : "default";
-    var started = Date.now();
-    (function poll() {
-      var drawn = Array.prototype.every.call(document.querySelectorAll("pre.mermaid"), function (pre) {
-        return pre.getAttribute("data-mermaid-theme") === dark && pre.querySelector("svg");
-      });
-      var narrow = document.documentElement.clientWidth <= Number(params.get("xtask-then-width"));
-      if (!(drawn && narrow) && Date.now() - started < 15000) { setTimeout(poll, 50); return; }
-      // Reading the layout (overflows, axe) lays the page out at the new
-      // width first; no frame needs to be drawn.
-      lines.push("html-class\t" + document.documentElement.className);
-      diagrams().forEach(function (d, i) {
-        lines.push(["mermaid", i + 1, d.svg && !d.error ? "svg" : "fail", d.theme, d.title, d.desc, d.error].join("\t"));
-      });
-      overflows().forEach(function (o) { lines.push("overflow\t" + o); });
-      runAxe(function (violations) {
-        axeLines(violations).forEach(function (l) { lines.push(l); });
-        then();
-      });
-    })();
   }
 
   // Enter on the sidebar toggle (a label with role="button") must toggle it.

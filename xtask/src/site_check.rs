@@ -1,7 +1,6 @@
-//! The browser check over the built site: every page in two windows, the
-//! light theme in a laptop's window and the navy theme in a phone's (390 px),
-//! in one load (the page is checked, then picks navy and narrows: see
-//! `secondWindow` in probe.js); print.html in the first only.
+//! The browser check over the built site: every page twice, in the light
+//! theme in a laptop's window and in the navy theme in a phone's (390 px);
+//! print.html in the first only, and a page with another's bytes as that page.
 //! Each load must draw its diagrams (with an accessible title and
 //! description), have no script error, overflow nothing sideways, let the
 //! keyboard open the sidebar, and pass axe-core with no critical or serious
@@ -71,30 +70,23 @@ pub fn check(
         .find(|p| p.as_os_str() == "introduction.html")
         .or(pages.first())
         .cloned();
-    // One load per page and window pair: the page checks its first window,
-    // then turns into the second (see `Load::then`).
-    let pairs: Vec<(Window, Option<Window>)> = windows
-        .chunks(2)
-        .map(|w| (w[0], w.get(1).copied()))
-        .collect();
-    let loads: Vec<Load> = pairs
+    let loads: Vec<Load> = windows
         .iter()
-        .flat_map(|&((theme, viewport), then)| {
+        .enumerate()
+        .flat_map(|(i, &(theme, viewport))| {
             let search_page = &search_page;
-            pages.iter().map(move |page| Load {
+            // print.html is every chapter on one page, for paper: its blocks
+            // and diagrams are the chapter pages', each checked in every
+            // window, and axe over all of it is the slowest load of the
+            // step. It is checked in the first window only.
+            let pages = pages.iter().filter(move |p| i == 0 || !is_print(p));
+            pages.map(move |page| Load {
                 page: page.clone(),
                 theme: theme.to_owned(),
                 viewport,
                 // Once per page; print.html repeats every chapter's blocks.
                 copy: viewport == Viewport::Desktop && is_chapter_page(page),
                 search: viewport == Viewport::Desktop && Some(page) == search_page.as_ref(),
-                // print.html is every chapter on one page, for paper: its
-                // blocks and diagrams are the chapter pages', each checked in
-                // both windows, and axe over all of it is the slowest check
-                // of the step. It is checked in the first window only.
-                then: then
-                    .filter(|_| !is_print(page))
-                    .map(|(theme, viewport)| (theme.to_owned(), viewport)),
             })
         })
         .collect();
@@ -117,11 +109,7 @@ pub fn check(
     print_search_index_size(&site)?;
     print_page_summary(&reports);
 
-    // A load's windows share its time: each load once, by its first window.
-    let mut by_time: Vec<&PageReport> = reports
-        .iter()
-        .filter(|r| loads.iter().any(|l| l.name() == r.load.name()))
-        .collect();
+    let mut by_time: Vec<&PageReport> = reports.iter().collect();
     by_time.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     let slowest: Vec<String> = by_time
         .iter()
@@ -129,8 +117,7 @@ pub fn check(
         .map(|r| format!("{:.1} s {}", r.seconds, r.load.name()))
         .collect();
     eprintln!(
-        "{} loads ({} windows), two at a time; the slowest: {}",
-        loads.len(),
+        "{} loads, two at a time; the slowest: {}",
         reports.len(),
         slowest.join("; ")
     );
@@ -296,7 +283,6 @@ fn take_screenshots(browser: &Browser, site: &Path, dir: &Path) -> Result<()> {
                 viewport,
                 copy: false,
                 search: false,
-                then: None,
             };
             shots.push((load, scroll, dir.join(format!("{stem}-{name}.png"))));
         }
