@@ -1,10 +1,10 @@
 //! Property tests and a threaded stress test: random sequences of requests,
-//! releases, spills, heap changes and grows, checked after every step, and
-//! four threads against one manager.
+//! releases, spills and heap changes, checked after every step, and four
+//! threads against one manager.
 
 use crate::memory_manager::{
-    BudgetedMemory, Config, ErrorKind, Grant, Holding, Limits, MemoryConsumer, MemoryError,
-    MemoryManager, Reservation, WASM_PAGE,
+    Config, ErrorKind, Grant, Holding, MemoryConsumer, MemoryError, MemoryManager, Reservation,
+    SpillReport,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -39,11 +39,12 @@ impl Held {
         Ok(grant)
     }
 
-    fn give(&self, bytes: u64) -> Result<u64, MemoryError> {
+    /// Gives back `bytes`, at most what it holds.
+    fn give(&self, bytes: u64) -> u64 {
         let mut held = self.held.lock().expect("lock");
-        let returned = self.reservation.release(bytes)?;
+        let bytes = bytes.min(*held);
         *held -= bytes;
-        Ok(returned)
+        self.reservation.release(bytes)
     }
 
     fn held(&self) -> u64 {
@@ -58,13 +59,9 @@ impl MemoryConsumer for Held {
         }
         let mut held = self.held.lock().expect("lock");
         let freed = bytes.min(*held);
-        match self.reservation.release(freed) {
-            Ok(_) => {
-                *held -= freed;
-                freed
-            }
-            Err(_) => 0,
-        }
+        *held -= freed;
+        self.reservation.release(freed);
+        freed
     }
 }
 
@@ -74,7 +71,6 @@ enum Op {
     Give(usize, u64),
     Spill(usize, u64),
     Heap(u64),
-    Grow(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -83,7 +79,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..3usize, 0..400 * KIB).prop_map(|(c, b)| Op::Give(c, b)),
         1 => (0..3usize, 0..400 * KIB).prop_map(|(c, b)| Op::Spill(c, b)),
         1 => (0..1300 * KIB).prop_map(Op::Heap),
-        1 => (0..8u32).prop_map(Op::Grow),
     ]
 }
 
@@ -110,7 +105,7 @@ fn used(holdings: &[Holding]) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn released_by(spills: &[crate::memory_manager::SpillReport]) -> BTreeMap<String, u64> {
+fn released_by(spills: &[SpillReport]) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for s in spills {
         *m.entry(s.consumer.clone()).or_insert(0) += s.released;
@@ -120,11 +115,11 @@ fn released_by(spills: &[crate::memory_manager::SpillReport]) -> BTreeMap<String
 
 /// After a request that spilled `spills` (and, if it succeeded, added
 /// `extra` to `requester`), every consumer's use must have changed by
-/// exactly that, and every honest spill must have freed what it reported.
+/// exactly that.
 fn check_spill_accounting(
     before: &[Holding],
     after: &[Holding],
-    spills: &[crate::memory_manager::SpillReport],
+    spills: &[SpillReport],
     requester: &str,
     extra: u64,
 ) -> Result<(), TestCaseError> {
@@ -135,14 +130,12 @@ fn check_spill_accounting(
         let added = if name == requester { extra } else { 0 };
         prop_assert_eq!(after[name], was - freed + added, "{}", name);
     }
-    for s in spills {
-        prop_assert_eq!(
-            s.reported,
-            s.released,
-            "an honest spill frees what it reports"
-        );
-    }
     Ok(())
+}
+
+/// `name`'s use, as the ledger has it.
+fn used_by(manager: &MemoryManager, name: &str) -> u64 {
+    used(&manager.snapshot().1)[name]
 }
 
 fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
@@ -152,10 +145,8 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
         Held::new(&manager, "b", true),
         Held::new(&manager, "pinned", false),
     ];
-    let wasm = BudgetedMemory::new(&manager, "wasm", 32);
     for op in ops {
-        let (before, limits_before) = (manager.holdings(), manager.limits());
-        let pages_before = wasm.size();
+        let (limits_before, before) = manager.snapshot();
         match *op {
             Op::Take(c, bytes) => {
                 let who = &consumers[c];
@@ -164,113 +155,71 @@ fn run_ops(config: Config, ops: &[Op]) -> Result<(), TestCaseError> {
                         // Growth is checked against the budget; use inside an
                         // existing reservation is not, even if the heap grew
                         // since it was granted.
-                        let l = manager.limits();
+                        let l = manager.snapshot().0;
                         if g.grown > 0 {
                             prop_assert!(l.off_heap_used + l.heap_in_use <= l.budget);
                         }
-                        prop_assert!(g.held.used <= g.held.reserved);
-                        check_spill_accounting(
-                            &before,
-                            &manager.holdings(),
-                            &g.spills,
-                            &who.name,
-                            bytes,
-                        )?;
+                        let after = manager.snapshot().1;
+                        check_spill_accounting(&before, &after, &g.spills, &who.name, bytes)?;
                     }
                     Err(MemoryError {
                         kind: ErrorKind::TooLarge,
                         ..
                     }) => {
                         prop_assert!(bytes > limits_before.off_heap_limit());
-                        prop_assert_eq!(manager.holdings(), before, "nobody spilled");
-                        prop_assert_eq!(manager.limits(), limits_before);
+                        prop_assert_eq!(
+                            manager.snapshot(),
+                            (limits_before, before),
+                            "nobody spilled"
+                        );
                     }
                     Err(MemoryError {
                         kind: ErrorKind::OverBudget { .. },
                         spills,
-                        ..
                     }) => {
-                        check_spill_accounting(
-                            &before,
-                            &manager.holdings(),
-                            &spills,
-                            &who.name,
-                            0,
-                        )?;
+                        let after = manager.snapshot().1;
+                        check_spill_accounting(&before, &after, &spills, &who.name, 0)?;
                         // Whoever was not asked to spill kept its reservation.
                         let asked = released_by(&spills);
-                        for (b, a) in before.iter().zip(manager.holdings()) {
+                        for (b, a) in before.iter().zip(after) {
                             if !asked.contains_key(&b.consumer) {
                                 prop_assert_eq!(b, &a);
                             }
                         }
                     }
-                    Err(e) => prop_assert!(false, "unexpected {e:?}"),
                 }
             }
-            Op::Give(c, bytes) => match consumers[c].give(bytes) {
-                Ok(_) => {
-                    let mut want = used(&before);
-                    *want.entry(consumers[c].name.clone()).or_default() -= bytes;
-                    prop_assert_eq!(used(&manager.holdings()), want);
-                }
-                Err(MemoryError {
-                    kind: ErrorKind::ReleaseTooLarge { used },
-                    ..
-                }) => {
-                    prop_assert!(bytes > used);
-                    prop_assert_eq!(
-                        manager.holdings(),
-                        before,
-                        "a failed release changes nothing"
-                    );
-                    prop_assert_eq!(manager.limits(), limits_before);
-                }
-                Err(e) => prop_assert!(false, "unexpected {e:?}"),
-            },
+            Op::Give(c, bytes) => {
+                let who = &consumers[c];
+                let gave = bytes.min(who.held());
+                who.give(bytes);
+                let mut want = used(&before);
+                *want.entry(who.name.clone()).or_default() -= gave;
+                prop_assert_eq!(used(&manager.snapshot().1), want);
+            }
             Op::Spill(c, bytes) => {
                 let who = &consumers[c];
-                let was = who.reservation.holding().used;
+                let was = used_by(&manager, &who.name);
                 let freed = who.spill(bytes);
                 prop_assert_eq!(
-                    who.reservation.holding().used,
+                    used_by(&manager, &who.name),
                     was - freed,
                     "spill frees what it reports"
                 );
             }
             Op::Heap(bytes) => {
                 manager.set_heap_in_use(bytes);
-                prop_assert_eq!(manager.holdings(), before);
-            }
-            Op::Grow(delta) => {
-                let wasm_used = wasm.reservation.holding().used;
-                match wasm.grow(delta) {
-                    -1 => {
-                        prop_assert_eq!(wasm.size(), pages_before);
-                        prop_assert_eq!(wasm.reservation.holding().used, wasm_used);
-                    }
-                    old => {
-                        prop_assert_eq!(old, pages_before as i32);
-                        prop_assert_eq!(wasm.size(), pages_before + delta);
-                        prop_assert_eq!(
-                            wasm.reservation.holding().used,
-                            wasm_used + u64::from(delta) * WASM_PAGE as u64
-                        );
-                    }
-                }
+                prop_assert_eq!(manager.snapshot().1, before);
             }
         }
-        manager.check_invariants().map_err(TestCaseError::fail)?;
-        let l: Limits = manager.limits();
-        prop_assert!(l.off_heap_used <= l.budget, "usage never passes the budget");
+        check_invariants!(manager).map_err(TestCaseError::fail)?;
         for c in &consumers {
-            prop_assert_eq!(c.held(), c.reservation.holding().used, "{}", c.name);
+            prop_assert_eq!(c.held(), used_by(&manager, &c.name), "{}", c.name);
         }
     }
     drop(consumers);
-    drop(wasm);
     prop_assert_eq!(
-        manager.limits().off_heap_used,
+        manager.snapshot().0.off_heap_used,
         0,
         "dropping returns everything"
     );
@@ -287,7 +236,7 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Random acquire/release/spill/heap/grow sequences from four
+    /// Random acquire/release/spill/heap sequences from three
     /// consumers: after every step, the ledger's invariants hold, usage is
     /// within the budget, failures change nothing but the spills they
     /// report, and spills free what they report.
@@ -333,7 +282,7 @@ fn four_threads_share_one_manager_without_deadlock() {
                 std::thread::spawn(move || -> Result<u64, String> {
                     let mut checks = 0;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        manager.check_invariants()?;
+                        check_invariants!(manager)?;
                         checks += 1;
                     }
                     Ok(checks)
@@ -387,19 +336,15 @@ fn four_threads_share_one_manager_without_deadlock() {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             heap.join().map_err(|_| "the heap thread panicked")?;
             let checks = auditor.join().map_err(|_| "the auditor panicked")??;
-            manager.check_invariants()?;
+            check_invariants!(manager)?;
             for c in &consumers {
-                if c.held() != c.reservation.holding().used {
-                    return Err(format!(
-                        "{} holds {} but uses {}",
-                        c.name,
-                        c.held(),
-                        c.reservation.holding().used
-                    ));
+                let used = used_by(&manager, &c.name);
+                if c.held() != used {
+                    return Err(format!("{} holds {} but uses {used}", c.name, c.held()));
                 }
             }
             drop(consumers);
-            if manager.limits().off_heap_used != 0 {
+            if manager.snapshot().0.off_heap_used != 0 {
                 return Err("dropping every consumer did not empty the pool".into());
             }
             Ok(format!(

@@ -1,10 +1,10 @@
 //! The manager's rules, one test each: the budget formula, the check at its
 //! edge, growing ahead, releasing, whom a spill asks, what a failure says,
-//! a spill that calls back in, the reservation states and `memory.grow`.
+//! a spill that calls back in, and the scenario's output.
 
 use crate::memory_manager::{
-    BudgetedMemory, Config, ErrorKind, Grant, MemoryConsumer, MemoryError, MemoryGrowError,
-    MemoryManager, Reservation, ReservationState, SpillableBuffer, WASM_PAGE,
+    Config, ErrorKind, Grant, MemoryConsumer, MemoryError, MemoryManager, Reservation,
+    SpillableBuffer,
 };
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +20,8 @@ struct Fixed {
     /// Added to what `spill` reports, to test that the manager does not
     /// believe it.
     lie: u64,
-    /// The reservation state `spill` saw while it ran.
-    seen: Mutex<Vec<ReservationState>>,
+    /// How many times `spill` was called.
+    spilled: Mutex<u32>,
 }
 
 impl Fixed {
@@ -30,7 +30,7 @@ impl Fixed {
             reservation,
             spillable: Mutex::new(0),
             lie,
-            seen: Mutex::new(Vec::new()),
+            spilled: Mutex::new(0),
         })
     }
 
@@ -48,17 +48,12 @@ impl Fixed {
 
 impl MemoryConsumer for Fixed {
     fn spill(&self, bytes: u64) -> u64 {
-        self.seen
-            .lock()
-            .expect("lock")
-            .push(self.reservation.state());
+        *self.spilled.lock().expect("lock") += 1;
         let mut spillable = self.spillable.lock().expect("lock");
         let freed = bytes.min(*spillable);
         *spillable -= freed;
         drop(spillable);
-        self.reservation
-            .release(freed)
-            .expect("release what was taken");
+        self.reservation.release(freed);
         freed + self.lie
     }
 }
@@ -111,14 +106,11 @@ fn a_request_fails_when_size_plus_off_heap_plus_heap_passes_the_budget() {
     a.take(512 * KIB).expect("fits exactly");
     a.pin();
     let err = a.take(1).expect_err("one byte over");
-    assert!(
-        matches!(err.kind, ErrorKind::OverBudget { short: 1, .. }),
-        "{err:?}"
-    );
+    assert_eq!(err.kind, ErrorKind::OverBudget { short: 1 }, "{err:?}");
     // The heap shrinks: the off-heap limit grows with it.
     manager.set_heap_in_use(0);
     a.take(1).expect("fits now");
-    manager.check_invariants().expect("invariants");
+    check_invariants!(manager).expect("invariants");
 }
 
 #[test]
@@ -127,10 +119,10 @@ fn reservations_grow_ahead_by_the_growth_percentage_in_granules() {
     let a = Fixed::new(&manager, "a", 0);
     let grown: Vec<(u64, u64)> = (0..6)
         .map(|_| {
-            a.take(200 * KIB)
-                .map(|g| (g.grown / KIB, g.held.reserved / KIB))
+            let g = a.take(200 * KIB)?;
+            Ok((g.grown / KIB, held!(manager, "a").reserved / KIB))
         })
-        .collect::<Result<_, _>>()
+        .collect::<Result<_, MemoryError>>()
         .expect("fits");
     // need 200 -> 256; need 400 (> 320) -> 448; need 600 (> 560) -> 640;
     // need 800 (= 800) -> 832; need 1000 (< 1040) -> 1088; need 1200 ->
@@ -159,7 +151,7 @@ fn growth_ahead_is_only_taken_from_free_room_and_never_makes_anyone_spill() {
     // Needs 256 more and would like 512 more; 256 is all the room there is.
     let g = a.take(256 * KIB).expect("fits without spilling");
     assert_eq!((g.grown, g.spills.len()), (256 * KIB, 0));
-    assert_eq!(other.reservation.holding().used, 512 * KIB);
+    assert_eq!(held!(manager, "other").used, 512 * KIB);
 }
 
 #[test]
@@ -167,19 +159,34 @@ fn release_returns_whole_granules_to_the_pool() {
     let manager = manager_with(4096, 25);
     let a = Fixed::new(&manager, "a", 0);
     a.take(1000 * KIB).expect("fits");
-    assert_eq!(a.reservation.holding().reserved, 1024 * KIB);
+    assert_eq!(held!(manager, "a").reserved, 1024 * KIB);
     // Use falls to 300 KiB, kept as 320 (5 granules): 704 go back.
-    assert_eq!(a.reservation.release(700 * KIB), Ok(704 * KIB));
-    assert_eq!(a.reservation.holding().reserved, 320 * KIB);
-    assert_eq!(manager.limits().off_heap_used, 320 * KIB);
-    let before = manager.holdings();
-    let err = a.reservation.release(301 * KIB).expect_err("too much");
-    assert!(matches!(err.kind, ErrorKind::ReleaseTooLarge { .. }));
-    assert_eq!(
-        manager.holdings(),
-        before,
-        "a failed release changes nothing"
-    );
+    assert_eq!(a.reservation.release(700 * KIB), 704 * KIB);
+    assert_eq!(held!(manager, "a").reserved, 320 * KIB);
+    assert_eq!(manager.snapshot().0.off_heap_used, 320 * KIB);
+}
+
+/// Releasing more than it uses is the consumer's bug. A debug build panics
+/// before the ledger changes, and the ledger stays usable; a release build
+/// releases what the consumer uses.
+#[test]
+fn releasing_more_than_it_uses_is_caught_in_debug_builds() {
+    let manager = manager_with(4096, 0);
+    let a = Fixed::new(&manager, "a", 0);
+    a.take(300 * KIB).expect("fits");
+    let before = manager.snapshot();
+    let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.reservation.release(301 * KIB)
+    }));
+    if cfg!(debug_assertions) {
+        assert!(released.is_err(), "a debug build panics");
+        assert_eq!(manager.snapshot(), before, "and changes nothing");
+    } else {
+        assert_eq!(released.ok(), Some(320 * KIB));
+        assert_eq!(held!(manager, "a").used, 0);
+    }
+    a.take(64 * KIB).expect("the ledger is still usable");
+    check_invariants!(manager).expect("invariants");
 }
 
 #[test]
@@ -200,8 +207,8 @@ fn others_spill_largest_first_then_the_requester() {
         .map(|s| (s.consumer.as_str(), s.released / KIB))
         .collect();
     assert_eq!(order, [("large", 256), ("small", 128), ("me", 128)]);
-    assert_eq!(me.reservation.holding().used, (512 - 128 + 640) * KIB);
-    manager.check_invariants().expect("invariants");
+    assert_eq!(held!(manager, "me").used, (512 - 128 + 640) * KIB);
+    check_invariants!(manager).expect("invariants");
 }
 
 #[test]
@@ -213,37 +220,37 @@ fn a_request_larger_than_the_limit_fails_without_asking_anyone() {
     other.take(256 * KIB).expect("fits");
     let err = a.take(513 * KIB).expect_err("larger than the limit");
     assert_eq!(err.kind, ErrorKind::TooLarge, "{err:?}");
-    assert!(
-        other.seen.lock().expect("lock").is_empty(),
-        "nobody spilled"
-    );
-    assert_eq!(other.reservation.holding().used, 256 * KIB);
+    assert!(err.spills.is_empty());
+    assert_eq!(*other.spilled.lock().expect("lock"), 0, "nobody spilled");
+    assert_eq!(held!(manager, "other").used, 256 * KIB);
 }
 
+/// Everyone who could spill was asked, and it is still short: the error
+/// says by how much, and who spilled anyway.
 #[test]
-fn a_failed_acquire_says_who_held_what_and_who_spilled() {
+fn a_failed_acquire_says_how_short_and_who_spilled() {
     let manager = manager_with(1024, 0);
-    let wasm = BudgetedMemory::new(&manager, "wasm", 64);
+    let pinned = Fixed::new(&manager, "pinned", 0);
     let sort = Fixed::new(&manager, "sort", 0);
-    assert_eq!(wasm.grow(8), 0);
+    pinned.take(512 * KIB).expect("fits");
+    pinned.pin();
     sort.take(256 * KIB).expect("fits");
-    let before = wasm.reservation.holding().used;
-    let err = match wasm.grow_traced(9) {
-        Err(MemoryGrowError::Refused(e)) => e,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
+    let before = held!(manager, "pinned");
+    let err = pinned.take(576 * KIB).expect_err("still short");
+    // 576 + 768 = 1344 of 1024 is 320 short; sort's 256 leaves it 64 short.
+    assert_eq!(err.kind, ErrorKind::OverBudget { short: 64 * KIB });
+    let spills: Vec<(&str, u64)> = err
+        .spills
+        .iter()
+        .map(|s| (s.consumer.as_str(), s.released / KIB))
+        .collect();
+    assert_eq!(spills, [("sort", 256), ("pinned", 0)]);
     assert_eq!(
-        err.to_string(),
-        "wasm asked for 576.0 KiB and is 64.0 KiB short: heap 0.0 + off-heap 512.0 \
-         of budget 1024.0; held (used/reserved): wasm 512.0/512.0 sort 0.0/0.0; \
-         spilled: sort 256.0 wasm 0.0"
-    );
-    assert_eq!(
-        wasm.reservation.holding().used,
+        held!(manager, "pinned"),
         before,
         "the requester is unchanged"
     );
-    assert_eq!(wasm.size(), 8);
+    assert_eq!(held!(manager, "sort").used, 0, "sort lost what it spilled");
 }
 
 #[test]
@@ -255,19 +262,20 @@ fn the_manager_trusts_the_ledger_not_what_a_spill_reports() {
     *liar.spillable.lock().expect("lock") = 64 * KIB;
     a.take(512 * KIB).expect("fits");
     a.pin();
+    // The liar's spill says 576 KiB; it released 64.
     let err = a.take(256 * KIB).expect_err("the liar freed only 64");
     assert!(matches!(err.kind, ErrorKind::OverBudget { .. }), "{err:?}");
-    let spills = err.spills;
-    assert_eq!(spills[0].consumer, "liar");
-    assert_eq!(spills[0].released, 64 * KIB);
-    assert_eq!(spills[0].reported, (64 + 512) * KIB);
-    manager.check_invariants().expect("invariants");
+    assert_eq!(err.spills[0].consumer, "liar");
+    assert_eq!(err.spills[0].released, 64 * KIB);
+    assert_eq!(held!(manager, "liar").used, 448 * KIB);
+    check_invariants!(manager).expect("invariants");
 }
 
 /// A consumer whose spill calls back into the manager: first a nested
 /// acquire that cannot fit, then a release.
 struct Reentrant {
     reservation: Reservation,
+    held: Mutex<u64>,
     nested: Mutex<Option<Result<Grant, MemoryError>>>,
 }
 
@@ -278,8 +286,11 @@ impl MemoryConsumer for Reentrant {
         // held its lock, this would deadlock.
         let nested = self.reservation.acquire(1024 * KIB);
         *self.nested.lock().expect("lock") = Some(nested);
-        let freed = bytes.min(self.reservation.holding().used);
-        self.reservation.release(freed).map_or(0, |_| freed)
+        let mut held = self.held.lock().expect("lock");
+        let freed = bytes.min(*held);
+        *held -= freed;
+        self.reservation.release(freed);
+        freed
     }
 }
 
@@ -292,13 +303,14 @@ fn a_spill_that_calls_back_into_the_manager_cannot_deadlock() {
         let manager = manager_with(1024, 0);
         let r = manager.register("reentrant", |reservation| Reentrant {
             reservation,
+            held: Mutex::new(768 * KIB),
             nested: Mutex::new(None),
         });
         let a = Fixed::new(&manager, "a", 0);
         r.reservation.acquire(768 * KIB).expect("fits");
         let outer = a.take(512 * KIB).map(|g| g.spills);
         let nested = r.nested.lock().expect("lock").take();
-        let _ = done.send((outer, nested, manager.check_invariants()));
+        let _ = done.send((outer, nested, check_invariants!(manager)));
     });
     let (outer, nested, invariants) = wait
         .recv_timeout(Duration::from_secs(10))
@@ -321,55 +333,15 @@ fn a_spill_that_calls_back_into_the_manager_cannot_deadlock() {
 }
 
 #[test]
-fn reservation_states_follow_the_lifecycle_diagram() {
-    let manager = manager_with(1024, 0);
-    let victim = Fixed::new(&manager, "victim", 0);
-    let a = Fixed::new(&manager, "a", 0);
-    assert_eq!(victim.reservation.state(), ReservationState::Empty);
-    victim.take(512 * KIB).expect("fits");
-    assert_eq!(victim.reservation.state(), ReservationState::Reserved);
-    a.take(1024 * KIB).expect("fits after a spill");
-    // While spilling it was `Spilling`; it gave back everything.
-    assert_eq!(
-        *victim.seen.lock().expect("lock"),
-        [ReservationState::Spilling]
-    );
-    assert_eq!(victim.reservation.state(), ReservationState::Empty);
-    victim.take(64 * KIB).expect("fits");
-    victim.reservation.release(64 * KIB).expect("release");
-    assert_eq!(victim.reservation.state(), ReservationState::Empty);
-}
-
-#[test]
 fn dropping_a_consumer_returns_its_reservation() {
     let manager = manager_with(1024, 25);
     let a = Fixed::new(&manager, "a", 0);
     a.take(300 * KIB).expect("fits");
-    assert!(manager.limits().off_heap_used > 0);
+    assert!(manager.snapshot().0.off_heap_used > 0);
     drop(a);
-    assert_eq!(manager.limits().off_heap_used, 0);
-    assert!(manager.holdings().is_empty());
-}
-
-#[test]
-fn memory_grow_returns_minus_one_when_the_manager_refuses_and_changes_nothing() {
-    let manager = manager_with(1024, 0);
-    let wasm = BudgetedMemory::new(&manager, "wasm", 64);
-    assert_eq!(wasm.grow(4), 0);
-    wasm.bytes()[0] = 7;
-    let before = (manager.holdings(), manager.limits());
-    assert_eq!(wasm.grow(13), -1, "13 pages are 832 KiB, 768 are free");
-    assert_eq!(wasm.grow(61), -1, "over the declared maximum");
-    assert_eq!((manager.holdings(), manager.limits()), before);
-    assert_eq!(wasm.size(), 4);
-    assert_eq!(wasm.grow(12), 4, "exactly what is free");
-    assert_eq!(wasm.grow(0), 16);
-    let bytes = wasm.bytes();
-    assert_eq!(bytes[0], 7, "old bytes are kept");
-    assert!(
-        bytes[4 * WASM_PAGE..].iter().all(|&b| b == 0),
-        "new pages are zero"
-    );
+    let (limits, holdings) = manager.snapshot();
+    assert_eq!(limits.off_heap_used, 0);
+    assert!(holdings.is_empty());
 }
 
 #[test]
@@ -379,21 +351,21 @@ fn a_heap_that_grows_makes_the_next_request_spill() {
     // the next request makes room by spilling.
     let manager = manager_with(1024, 0);
     let sort = SpillableBuffer::new(&manager, "sort");
-    let wasm = BudgetedMemory::new(&manager, "wasm", 64);
+    let join = SpillableBuffer::new(&manager, "join");
     for _ in 0..8 {
         sort.push(64 * KIB as usize).expect("fits");
     }
-    assert_eq!(wasm.grow(4), 0);
+    join.push(256 * KIB as usize).expect("fits");
     manager.set_heap_in_use(512 * KIB);
-    let (_, grant) = wasm.grow_traced(1).expect("grows after a spill");
-    let spills = grant.map(|g| g.spills).unwrap_or_default();
-    assert_eq!(spills.len(), 1);
+    let grant = join.push(64 * KIB as usize).expect("fits after a spill");
+    // 64 + 768 + 512 = 1344 of 1024: 320 short, five of sort's batches.
+    assert_eq!(grant.spills.len(), 1);
     assert_eq!(
-        (spills[0].consumer.as_str(), spills[0].released),
+        (grant.spills[0].consumer.as_str(), grant.spills[0].released),
         ("sort", 320 * KIB)
     );
-    assert_eq!(sort.reservation.holding().used, (512 - 320) * KIB);
-    manager.check_invariants().expect("invariants");
+    assert_eq!(held!(manager, "sort").used, (512 - 320) * KIB);
+    check_invariants!(manager).expect("invariants");
 }
 
 /// `examples/output/memory_manager.txt`, which "Dynamic sizing" shows, is
@@ -403,19 +375,20 @@ fn a_heap_that_grows_makes_the_next_request_spill() {
 #[test]
 fn the_generated_output_is_the_scenario_exactly() {
     let lines = crate::memory_manager::run_scenario(Config::default()).expect("the scenario runs");
-    let file =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/output/memory_manager.txt");
-    let text = std::fs::read_to_string(&file).expect("the output file exists");
-    // The file is the command, the program's lines, then a `# machine` line.
-    let shown: Vec<&str> = text
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.starts_with("# "))
-        .collect();
     assert_eq!(
-        shown,
+        shown("memory_manager"),
         lines,
-        "{} is not the scenario's output: run `cargo xtask outputs memory_manager`",
-        file.display()
+        "run `cargo xtask outputs memory_manager`"
     );
+}
+
+/// The program's lines in `examples/output/NAME.txt`: after the command, up
+/// to the `# machine` line.
+pub(crate) fn shown(name: &str) -> Vec<String> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/output")
+        .join(format!("{name}.txt"));
+    let text = std::fs::read_to_string(&file).expect("the output file exists");
+    let lines = text.lines().skip(1).take_while(|l| !l.starts_with("# "));
+    lines.map(str::to_owned).collect()
 }

@@ -16,6 +16,12 @@ pub const OUTPUTS: &[Output] = &[
         note: "Part III, dynamic sizing: a bad argument names the flag",
     },
     Output {
+        name: "budgeted_memory",
+        command: "cargo run --example budgeted_memory",
+        exit: 0,
+        note: "Part III, the flows: two WebAssembly memories grow under one budget",
+    },
+    Output {
         name: "memory_manager_stress",
         command: "cargo test --test memory_manager four_threads -- --nocapture",
         exit: 0,
