@@ -21,21 +21,8 @@ use crate::bench::Mode;
 use crate::block_length::include_path;
 use crate::blocks;
 use crate::book::{Book, Tally};
-use crate::{files, output_table, tools, Result};
-
-/// One program run whose output a chapter shows.
-pub struct Output {
-    /// The file: `examples/output/<name>.txt`.
-    pub name: &'static str,
-    /// The command as a reader types it, from the repository's root. Words
-    /// are split at spaces (no shell quoting); a `cargo` command runs with
-    /// `--quiet`, so only the program's own output is recorded.
-    pub command: &'static str,
-    /// The exit code it must end with.
-    pub exit: i32,
-    /// Where it is shown, and what it shows.
-    pub note: &'static str,
-}
+use crate::output_table::{self, Output};
+use crate::{files, tools, Result};
 
 /// The folders whose files are written by a command, never by hand.
 const GENERATED: [&str; 3] = ["examples/output/", "benches/results/", "tests/results/"];

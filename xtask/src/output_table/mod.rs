@@ -10,7 +10,19 @@ mod part3;
 mod part4;
 mod primer;
 
-use crate::outputs::Output;
+/// One program run whose output a chapter shows.
+pub struct Output {
+    /// The file: `examples/output/<name>.txt`.
+    pub name: &'static str,
+    /// The command as a reader types it, from the repository's root. Words
+    /// are split at spaces (no shell quoting); a `cargo` command runs with
+    /// `--quiet`, so only the program's own output is recorded.
+    pub command: &'static str,
+    /// The exit code it must end with.
+    pub exit: i32,
+    /// Where it is shown, and what it shows.
+    pub note: &'static str,
+}
 
 /// Every command, in the book's order.
 pub fn all() -> impl Iterator<Item = &'static Output> {

@@ -1,6 +1,6 @@
 //! Part I: allocation strategies.
 
-use crate::outputs::Output;
+use super::Output;
 
 pub const OUTPUTS: &[Output] = &[
     Output {

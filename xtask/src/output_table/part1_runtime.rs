@@ -1,6 +1,6 @@
 //! Part I: plugging the memory into a runtime (wasmtime).
 
-use crate::outputs::Output;
+use super::Output;
 
 pub const OUTPUTS: &[Output] = &[Output {
     name: "wasmtime_memory",

@@ -1,6 +1,6 @@
 //! Part II: measuring memory and creating pressure.
 
-use crate::outputs::Output;
+use super::Output;
 
 pub const OUTPUTS: &[Output] = &[
     Output {

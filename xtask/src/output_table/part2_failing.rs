@@ -1,6 +1,6 @@
 //! Part II: a bounded child, a failing allocator, and the one-process suite.
 
-use crate::outputs::Output;
+use super::Output;
 
 pub const OUTPUTS: &[Output] = &[
     Output {

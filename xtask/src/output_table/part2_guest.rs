@@ -1,6 +1,6 @@
 //! Part II: testing in a real guest.
 
-use crate::outputs::Output;
+use super::Output;
 
 pub const OUTPUTS: &[Output] = &[Output {
     name: "guest_memory",

@@ -1,6 +1,6 @@
 //! Part III: documenting dynamic memory adjustments.
 
-use crate::outputs::Output;
+use super::Output;
 
 pub const OUTPUTS: &[Output] = &[
     Output {

@@ -1,6 +1,6 @@
 //! Part IV: benchmarking with dynamic memory.
 
-use crate::outputs::Output;
+use super::Output;
 
 pub const OUTPUTS: &[Output] = &[
     Output {

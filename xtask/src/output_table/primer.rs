@@ -1,6 +1,6 @@
 //! The primer and the book's own chapters (introduction, how it is tested).
 
-use crate::outputs::Output;
+use super::Output;
 
 pub const OUTPUTS: &[Output] = &[
     Output {
