@@ -138,8 +138,17 @@ mod suite {
             })
             .boot_timeout(Duration::from_secs(180));
         let mut tally = Tally::default();
-        let mut guest = match Guest::boot(config) {
-            Ok(guest) => guest,
+        let mut guest = match Guest::boot_retrying_a_panic(config) {
+            Ok((guest, first)) => {
+                if let Some(first) = first {
+                    println!(
+                        "vm_dynamic_memory: the first boot panicked before any case ran ({}); \
+                         the second booted",
+                        first.panic_line().unwrap_or_default()
+                    );
+                }
+                guest
+            }
             Err(e) => {
                 println!("vm_dynamic_memory: the guest did not boot: {e}");
                 println!("vm_dynamic_memory: 0 passed, {total} failed, 0 skipped");

@@ -46,7 +46,7 @@ mod cases {
 
     pub fn main() -> ExitCode {
         let started = Instant::now();
-        let total = CASES.len() + 2;
+        let total = CASES.len() + 3;
         let assets = match Assets::from_env() {
             Ok(Some(assets)) => assets,
             Ok(None) => {
@@ -67,6 +67,9 @@ mod cases {
         let mut tally = Tally::default();
         tally.record("boot_failure_names_what_failed", || {
             boot_failure_names_what_failed(&assets)
+        });
+        tally.record("a_panicking_kernel_boots_once_more", || {
+            a_panicking_kernel_boots_once_more(&assets)
         });
         let kernel = match std::env::var("DMB_VM_KERNEL") {
             Ok(release) => assets.kernel(&release).cloned(),
@@ -167,6 +170,22 @@ mod cases {
             Err(e) if e.kind == ErrorKind::Boot && e.message.contains("QEMU") => {
                 Ok(e.message.lines().take(2).collect::<Vec<_>>().join("\n"))
             }
+            Err(e) => Err(format!("unexpected error ({:?}): {e}", e.kind)),
+        }
+    }
+
+    /// A kernel given its own image as the initramfs finds no init and
+    /// panics: `boot_retrying_a_panic` boots it once more, then fails with
+    /// the panic on the console, never with a guest.
+    fn a_panicking_kernel_boots_once_more(assets: &Assets) -> Result<String, String> {
+        let mut kernel = assets.kernels.first().ok_or("no kernels")?.clone();
+        kernel.initramfs = kernel.image.clone();
+        let config = GuestConfig::new(assets, &kernel).boot_timeout(SHORT);
+        match Guest::boot_retrying_a_panic(config) {
+            Ok(_) => Err("a kernel without an init served commands".to_owned()),
+            Err(e) if e.message.starts_with("booted twice: ") && e.kernel_panicked() => Ok(
+                format!("booted twice; {}", e.panic_line().unwrap_or_default()),
+            ),
             Err(e) => Err(format!("unexpected error ({:?}): {e}", e.kind)),
         }
     }

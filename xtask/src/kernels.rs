@@ -535,8 +535,18 @@ fn in_guest(
         .cpus(GUEST_CPUS)
         .share(root)
         .share(target_dir);
-    let mut guest = match Guest::boot(config) {
-        Ok(guest) => guest,
+    let mut guest = match Guest::boot_retrying_a_panic(config) {
+        Ok((guest, first)) => {
+            if let Some(first) = first {
+                eprintln!(
+                    "xtask: kernel {}: the first boot panicked before any test ran ({}); \
+                     the second booted",
+                    kernel.release,
+                    first.panic_line().unwrap_or_default()
+                );
+            }
+            guest
+        }
         Err(e) => {
             run.failures.push(format!("boot: {e}"));
             run.counts.failed += 1;

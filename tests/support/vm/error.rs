@@ -44,6 +44,18 @@ impl VmError {
         VmError::new(ErrorKind::Config, message)
     }
 
+    /// The guest console's `Kernel panic` line, if the tail holds one.
+    pub fn panic_line(&self) -> Option<&str> {
+        self.console_tail
+            .lines()
+            .find(|line| line.contains("Kernel panic - not syncing"))
+            .map(str::trim)
+    }
+
+    pub fn kernel_panicked(&self) -> bool {
+        self.panic_line().is_some()
+    }
+
     pub(super) fn with_console(mut self, tail: String) -> VmError {
         self.console_tail = tail;
         self
