@@ -518,7 +518,9 @@ impl LinearMemory {
             let (from, to) = (target.at(at), self.region.at(at));
             let undone = match self.faults.move_back {
                 true => Err(injected("moving back")),
-                false => os::move_pages(from, len, to, false),
+                // Kept mapped, so dropping `target` cannot unmap what
+                // another thread mapped into a hole the move left.
+                false => os::move_pages(from, len, to, true),
             };
             if undone.is_err() {
                 // SAFETY: `from` holds the moved pages and `to` is still

@@ -64,10 +64,12 @@ fn mremap_cannot_grow_into_its_own_prot_none_reservation() {
         moved, base,
         "MREMAP_MAYMOVE had to move out of the reservation"
     );
-    // SAFETY: both ranges are ours and unused from here on.
+    // SAFETY: both ranges are ours and unused from here on. The first page
+    // of `base` left with the move: another test thread may have mapped
+    // something in that hole since, so it is not ours to unmap.
     unsafe {
         libc::munmap(moved, 2 * PAGE);
-        libc::munmap(base, len);
+        libc::munmap(base.cast::<u8>().add(PAGE).cast(), len - PAGE);
     }
 }
 
@@ -93,9 +95,17 @@ fn a_move_spanning_two_mappings_needs_linux_6_17() {
     } else {
         assert_eq!(errno_of(got), Some(libc::EFAULT), "{version:?}");
     }
-    // SAFETY: both ranges are ours and unused from here on.
+    // SAFETY: both ranges are ours and unused from here on, except the
+    // first two pages of `from` after a move: that hole may hold another
+    // test thread's mapping by now.
+    let moved = got != libc::MAP_FAILED;
+    let (keep, left) = if moved {
+        (2 * PAGE, 2 * PAGE)
+    } else {
+        (0, 4 * PAGE)
+    };
     unsafe {
-        libc::munmap(from, 4 * PAGE);
+        libc::munmap(from.cast::<u8>().add(keep).cast(), left);
         libc::munmap(to, 4 * PAGE);
     }
 }
