@@ -309,8 +309,8 @@ impl Guest {
 
     /// [`Guest::boot`], and one more boot if the first kernel panicked
     /// before it served commands. Under TCG a stock kernel now and then
-    /// takes a fatal exception in its first seconds (6.12 was seen to, in
-    /// `do_idle`, once in some dozens of boots), before any test has run: it
+    /// takes a fatal exception in its first seconds (6.12 did once, in
+    /// `do_idle`, on a warm run of the kernel matrix), before any test has run: it
     /// says nothing about the memory under test. The first failure comes
     /// back beside the guest so that the caller prints it; a second failure,
     /// or a first one that is not a panic (a timeout, a missing file), is the
